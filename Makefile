@@ -1,0 +1,51 @@
+# Every target creates the virtualenv and installs the project on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+PROTOS := $(wildcard protos/agenttasks/v1/*.proto)
+
+.PHONY: venv run test test-fast proto proto-check lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: venv
+	$(BIN)/agenttasks serve
+
+test: venv
+	$(BIN)/pytest -q
+
+# The quick loop: leaves out the suites marked slow (CI runs them all).
+test-fast: venv
+	$(BIN)/pytest -q -m 'not slow'
+
+proto: venv
+	$(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis \
+	  --python_out=generated --pyi_out=generated --grpc_python_out=generated $(PROTOS)
+
+# Fails when the committed stubs differ from what the protos generate.
+proto-check: venv
+	rm -rf build/proto-check && mkdir -p build/proto-check
+	$(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis \
+	  --python_out=build/proto-check --pyi_out=build/proto-check \
+	  --grpc_python_out=build/proto-check $(PROTOS)
+	diff -r -x __init__.py -x __pycache__ -x py.typed build/proto-check/agenttasks generated/agenttasks \
+	  || (echo "generated/ is stale: run 'make proto' and commit it" && exit 1)
+
+lint: venv
+	$(BIN)/buf lint
+	$(BIN)/ruff check service tests
+	$(BIN)/ruff format --check service tests
+	$(BIN)/mypy service
+
+bench: venv
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
