@@ -1,0 +1,1 @@
+"""AgentTasks gRPC server: transport (api/, auth), domain rules (domain/), storage (storage/)."""

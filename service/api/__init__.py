@@ -1,0 +1,1 @@
+"""gRPC transport: thin servicers, proto conversion and the one error mapping."""

@@ -1,0 +1,170 @@
+"""Conversion between protos and the domain's plain values (rows, strings, µs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
+
+from ..domain.errors import ValidationError
+from ..domain.lifecycle import etag_of
+from ..domain.values import TokenKind
+from ..storage import models
+
+# --- scalars -------------------------------------------------------------------------------
+
+
+def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
+    if micros is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMicroseconds(micros)
+    return stamp
+
+
+def micros_of(message: Message, field: str) -> int | None:
+    """A Timestamp or Duration field in µs, or None when it is unset."""
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp | duration_pb2.Duration = getattr(message, field)
+    return value.ToMicroseconds()
+
+
+def _enum(values: dict[int, Any], field: str, number: int, *, allow_unset: bool = True) -> Any:
+    if number == 0 and allow_unset:
+        return None
+    if number not in values:
+        raise ValidationError.field(field, f"unknown value {number}")
+    return values[number]
+
+
+TASK_STATUSES = {
+    tasks_pb2.TASK_STATUS_TODO: "todo",
+    tasks_pb2.TASK_STATUS_IN_PROGRESS: "in_progress",
+    tasks_pb2.TASK_STATUS_DONE: "done",
+    tasks_pb2.TASK_STATUS_CANCELLED: "cancelled",
+}
+TASK_STATUS_NUMBERS = {name: number for number, name in TASK_STATUSES.items()}
+# Priorities are stored as their proto numbers (1 low, 2 normal, 3 high).
+TASK_PRIORITIES = {number: number for number in (1, 2, 3)}
+AGENT_STATUSES = {agents_pb2.AGENT_STATUS_ACTIVE: "active", agents_pb2.AGENT_STATUS_INACTIVE: "inactive"}
+AGENT_STATUS_NUMBERS = {name: number for number, name in AGENT_STATUSES.items()}
+TOKEN_KINDS = {
+    TokenKind.TEAM_API_KEY: teams_pb2.TOKEN_KIND_TEAM_API_KEY,
+    TokenKind.AGENT: teams_pb2.TOKEN_KIND_AGENT,
+}
+
+
+def task_status(number: int, field: str = "status", *, allow_unset: bool = True) -> str | None:
+    return _enum(TASK_STATUSES, field, number, allow_unset=allow_unset)
+
+
+def task_priority(number: int, field: str = "priority") -> int | None:
+    return _enum(TASK_PRIORITIES, field, number)
+
+
+def agent_status(number: int, field: str = "status") -> str | None:
+    return _enum(AGENT_STATUSES, field, number)
+
+
+# --- update masks --------------------------------------------------------------------------
+
+Reader = Callable[[Any], dict[str, Any]]
+
+
+def _set_paths(message: Message, readers: dict[str, Reader], prefix: str = "") -> Iterable[str]:
+    for descriptor, value in message.ListFields():
+        path = prefix + descriptor.name
+        nested = [p for p in readers if p.startswith(path + ".")]
+        if nested and isinstance(value, Message):
+            yield from _set_paths(value, readers, path + ".")
+        elif path in readers:
+            yield path
+
+
+def changes_from(
+    message: Message, mask: field_mask_pb2.FieldMask, readers: dict[str, Reader]
+) -> dict[str, Any]:
+    """Domain changes named by `mask`; an empty mask means every writable field that is set."""
+    paths = list(mask.paths) or list(_set_paths(message, readers))
+    unknown = sorted(set(paths) - set(readers))
+    if unknown:
+        raise ValidationError.field(
+            "update_mask",
+            f"cannot update {', '.join(unknown)}; writable: {', '.join(sorted(readers))}",
+        )
+    changes: dict[str, Any] = {}
+    for path in paths:
+        changes.update(readers[path](message))
+    return changes
+
+
+# --- resources -----------------------------------------------------------------------------
+
+
+def team(row: models.Team) -> teams_pb2.Team:
+    settings = teams_pb2.TeamSettings(
+        rate_limit_task_per_minute=row.rate_limit_task_per_minute,
+        rate_limit_other_per_minute=row.rate_limit_other_per_minute,
+    )
+    if row.default_lease_us:
+        settings.default_lease_duration.FromMicroseconds(row.default_lease_us)
+    return teams_pb2.Team(
+        id=row.id,
+        name=row.name,
+        settings=settings,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def project(row: models.Project) -> projects_pb2.Project:
+    return projects_pb2.Project(
+        id=row.id,
+        team_id=row.team_id,
+        name=row.name,
+        description=row.description,
+        task_count=getattr(row, "task_count", 0) or 0,
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def agent(row: models.Agent) -> agents_pb2.Agent:
+    return agents_pb2.Agent(
+        id=row.id,
+        team_id=row.team_id,
+        name=row.name,
+        description=row.description,
+        status=AGENT_STATUS_NUMBERS[row.status],
+        task_count=getattr(row, "task_count", 0) or 0,
+        last_active_at=timestamp(row.last_active_at),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+    )
+
+
+def task(row: models.Task) -> tasks_pb2.Task:
+    return tasks_pb2.Task(
+        id=row.id,
+        team_id=row.team_id,
+        project_id=row.project_id,
+        title=row.title,
+        description=row.description,
+        status=TASK_STATUS_NUMBERS[row.status],
+        priority=row.priority,
+        assigned_agent_id=row.assigned_agent_id or "",
+        result=row.result or "",
+        due_time=timestamp(row.due_time),
+        created_at=timestamp(row.created_at),
+        updated_at=timestamp(row.updated_at),
+        etag=etag_of(row),
+        lease_expire_time=timestamp(row.lease_expire_at),
+        attempt_count=row.attempt_count,
+        max_attempts=row.max_attempts,
+        progress=row.progress,
+    )

@@ -1,0 +1,1 @@
+"""Domain rules of the task board: plain values in, plain values out, no gRPC."""

@@ -1,0 +1,102 @@
+"""The task state machine: locking a task, applying a change, and recording its events.
+
+Every change to a task goes through `lock_task` (a row lock on PostgreSQL, the write
+lock on SQLite) and `save_with_events` inside one write transaction, so a check and
+the write it allows can never be separated by another writer, and each change's
+events are committed with it or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..storage.db import for_update
+from ..storage.models import Agent, Task, TaskEvent
+from .errors import NotFound
+from .values import Caller, now_us
+
+TODO, IN_PROGRESS, DONE, CANCELLED = "todo", "in_progress", "done", "cancelled"
+STATUSES = (TODO, IN_PROGRESS, DONE, CANCELLED)
+OPEN_STATUSES = (TODO, IN_PROGRESS)
+
+# MoveTask's table: from -> statuses it may move to.
+MOVES = {
+    TODO: {IN_PROGRESS, CANCELLED},
+    IN_PROGRESS: {TODO, DONE, CANCELLED},
+    DONE: {TODO},
+    CANCELLED: {TODO},
+}
+
+CREATED, CLAIMED, COMPLETED = "task.created", "task.claimed", "task.completed"
+CANCELLED_EVENT, UPDATED, MOVED = "task.cancelled", "task.updated", "task.moved"
+EVENT_NAMES = (CREATED, CLAIMED, COMPLETED, CANCELLED_EVENT, UPDATED, MOVED)
+
+
+def etag_of(task: Task) -> str:
+    return str(task.version)
+
+
+def lock_task(team_id: str, task_id: str) -> Task:
+    """The task, locked for this transaction; NOT_FOUND if it is not the team's."""
+    query = Task.select().where((Task.id == task_id) & (Task.team == team_id))
+    task = for_update(query).first()
+    if task is None:
+        raise NotFound.of("task", task_id)
+    return task
+
+
+def snapshot(task: Task) -> str:
+    return json.dumps(task.__data__, separators=(",", ":"))
+
+
+def from_snapshot(data: str) -> Task:
+    return Task(**json.loads(data))
+
+
+def record_event(task: Task, event: str, actor: Caller | None, reason: str = "") -> None:
+    agent_id = actor.agent_id if actor is not None else None
+    agent_name = None
+    if agent_id is not None:
+        agent_name = Agent.select(Agent.name).where(Agent.id == agent_id).scalar()
+    TaskEvent.create(
+        team=task.team_id,
+        task_id=task.id,
+        event=event,
+        agent_id=agent_id,
+        agent_name=agent_name,
+        reason=reason,
+        task_json=snapshot(task),
+        created_at=task.updated_at,
+    )
+
+
+def save_with_events(
+    task: Task, events: list[str], actor: Caller | None, reason: str = "", *, created: bool = False
+) -> Task:
+    """Writes the task (new etag, new `updated_at`) and its events, in the caller's transaction."""
+    now = now_us()
+    task.updated_at = now
+    if created:
+        task.created_at = now
+        task.save(force_insert=True)
+    else:
+        task.version += 1
+        task.save()
+    for event in events:
+        record_event(task, event, actor, reason)
+    return task
+
+
+def clear_lease(task: Task) -> None:
+    task.lease_expire_at = None
+    task.lease_us = None
+
+
+def release_tasks_of_agent(agent_id: str, actor: Caller) -> None:
+    """Returns an agent's in-progress tasks to todo (it was deactivated and cannot act)."""
+    held = Task.select().where((Task.assigned_agent == agent_id) & (Task.status == IN_PROGRESS))
+    for task in for_update(held):
+        task.status = TODO
+        task.assigned_agent = None
+        clear_lease(task)
+        save_with_events(task, [MOVED], actor, reason="agent_deactivated")

@@ -1,0 +1,66 @@
+"""Keyset pagination: oldest first by (created_at, seq), with opaque, filter-bound tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+from .errors import ValidationError
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Page:
+    """Where a page starts and how long it is; `after` is the last row of the previous page."""
+
+    size: int
+    after: tuple[int, int] | None
+    fingerprint: str
+
+
+def _fingerprint(filters: tuple) -> str:
+    # A token only continues the listing it came from: changing filters mid-way is refused.
+    return hashlib.sha256(repr(filters).encode()).hexdigest()[:12]
+
+
+def parse_page(page_size: int, page_token: str, filters: tuple = ()) -> Page:
+    if page_size < 0:
+        raise ValidationError.field("page_size", "must not be negative")
+    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    fingerprint = _fingerprint(filters)
+    if not page_token:
+        return Page(size, None, fingerprint)
+    try:
+        padded = page_token + "=" * (-len(page_token) % 4)
+        created_at, seq, token_fingerprint = json.loads(base64.urlsafe_b64decode(padded))
+        after = (int(created_at), int(seq))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError.field("page_token", "is not a token this list returned") from None
+    if token_fingerprint != fingerprint:
+        raise ValidationError.field("page_token", "was issued for a request with other filters")
+    return Page(size, after, fingerprint)
+
+
+def _token(created_at: int, seq: int, fingerprint: str) -> str:
+    raw = json.dumps([created_at, seq, fingerprint], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def paginate(query: pw.ModelSelect, model: Any, page: Page) -> tuple[list, str]:
+    """Runs `query` for one page; returns its rows and the next page's token ("" if last)."""
+    if page.after is not None:
+        query = query.where(pw.Tuple(model.created_at, model.seq) > pw.Tuple(*page.after))
+    rows = list(query.order_by(model.created_at, model.seq).limit(page.size + 1))
+    if len(rows) <= page.size:
+        return rows, ""
+    rows = rows[: page.size]
+    last = rows[-1]
+    return rows, _token(last.created_at, last.seq, page.fingerprint)

@@ -1,0 +1,324 @@
+"""Tasks: create, read, update, and the lifecycle moves (claim, complete, move)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..storage.db import write_transaction
+from ..storage.models import Agent, Project, Task, Team
+from . import idempotency
+from .errors import (
+    EtagMismatch,
+    Forbidden,
+    InvalidTransition,
+    NotAssignedAgent,
+    NotFound,
+    TaskAlreadyClaimed,
+    TaskNotClaimable,
+    TaskNotInProgress,
+    ValidationError,
+)
+from .lifecycle import (
+    CANCELLED_EVENT,
+    CLAIMED,
+    COMPLETED,
+    CREATED,
+    DONE,
+    IN_PROGRESS,
+    MOVED,
+    MOVES,
+    TODO,
+    UPDATED,
+    clear_lease,
+    etag_of,
+    lock_task,
+    save_with_events,
+)
+from .pagination import paginate, parse_page
+from .validation import Checks, unknown_fields
+from .values import MICROS, Caller, new_id, now_us, own_team
+
+TITLE_MAX = 500
+DESCRIPTION_MAX = 50_000
+RESULT_MAX_BYTES = 1024 * 1024
+MAX_LEASE_US = 24 * 3600 * MICROS
+MAX_ATTEMPTS_MAX = 1000
+PRIORITIES = (1, 2, 3)  # low, normal, high
+NORMAL = 2
+WRITABLE = {
+    "title",
+    "description",
+    "priority",
+    "project_id",
+    "assigned_agent_id",
+    "due_time",
+    "max_attempts",
+}
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """ListTasks filters; None means "any"."""
+
+    status: str | None = None
+    project_id: str | None = None
+    agent_id: str | None = None
+    priority: int | None = None
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+def _load(team_id: str, task_id: str) -> Task:
+    task = Task.get_or_none((Task.id == task_id) & (Task.team == team_id))
+    if task is None:
+        raise NotFound.of("task", task_id)
+    return task
+
+
+def get_task(caller: Caller, task_id: str) -> Task:
+    return _load(caller.team_id, task_id)
+
+
+def list_tasks(
+    caller: Caller, team_id: str, where: TaskFilter, page_size: int, page_token: str
+) -> tuple[list[Task], str]:
+    """The team's tasks, oldest first (creation time, then insertion order)."""
+    team_id = own_team(caller, team_id)
+    page = parse_page(page_size, page_token, ("tasks", team_id, where))
+    query = Task.select().where(Task.team == team_id)
+    if where.status:
+        query = query.where(Task.status == where.status)
+    if where.project_id:
+        query = query.where(Task.project == where.project_id)
+    if where.agent_id:
+        query = query.where(Task.assigned_agent == where.agent_id)
+    if where.priority:
+        query = query.where(Task.priority == where.priority)
+    return paginate(query, Task, page)
+
+
+def _require_project(team_id: str, project_id: str) -> None:
+    if not Project.select().where((Project.id == project_id) & (Project.team == team_id)).exists():
+        raise NotFound.of("project", project_id)
+
+
+def _require_agent(team_id: str, agent_id: str) -> Agent:
+    agent = Agent.get_or_none((Agent.id == agent_id) & (Agent.team == team_id))
+    if agent is None:
+        raise NotFound.of("agent", agent_id)
+    return agent
+
+
+def _check_priority(checks: Checks, field: str, priority: int) -> int:
+    if priority not in PRIORITIES:
+        checks.fail(field, "must be TASK_PRIORITY_LOW, TASK_PRIORITY_NORMAL or TASK_PRIORITY_HIGH")
+    return priority
+
+
+# --- create and update ---------------------------------------------------------------------
+
+
+def create_task(
+    caller: Caller,
+    team_id: str,
+    project_id: str,
+    title: str,
+    description: str = "",
+    assigned_agent_id: str = "",
+    priority: int = 0,
+    due_time: int | None = None,
+    max_attempts: int = 0,
+    request_id: str = "",
+) -> Task:
+    team_id = own_team(caller, team_id)
+    checks = Checks()
+    if not project_id:
+        checks.fail("project_id", "is required")
+    title = checks.name("title", title, TITLE_MAX)
+    description = checks.text("description", description, DESCRIPTION_MAX)
+    priority = _check_priority(checks, "priority", priority or NORMAL)
+    checks.whole("max_attempts", max_attempts, 0, MAX_ATTEMPTS_MAX)
+    checks.request_id(request_id)
+    checks.done()
+    _require_project(team_id, project_id)
+    if assigned_agent_id:
+        _require_agent(team_id, assigned_agent_id)
+
+    def insert() -> Task:
+        task = Task(
+            id=new_id(),
+            team=team_id,
+            project=project_id,
+            title=title,
+            description=description,
+            status=TODO,
+            priority=priority,
+            assigned_agent=assigned_agent_id or None,
+            due_time=due_time,
+            max_attempts=max_attempts,
+        )
+        return save_with_events(task, [CREATED], caller, created=True)
+
+    return idempotency.once(
+        team_id,
+        "CreateTask",
+        request_id,
+        insert,
+        lambda task: task.id,
+        lambda task_id: _load(team_id, task_id),
+    )
+
+
+def update_task(caller: Caller, task_id: str, changes: dict[str, Any], etag: str) -> Task:
+    """Writes the fields in `changes`; the status is never changed here."""
+    unknown_fields(changes, WRITABLE)
+    checks = Checks()
+    if "title" in changes:
+        changes["title"] = checks.name("task.title", changes["title"], TITLE_MAX)
+    if "description" in changes:
+        checks.text("task.description", changes["description"], DESCRIPTION_MAX)
+    if "priority" in changes:
+        _check_priority(checks, "task.priority", changes["priority"])
+    if "max_attempts" in changes:
+        checks.whole("task.max_attempts", changes["max_attempts"], 0, MAX_ATTEMPTS_MAX)
+    if "project_id" in changes and not changes["project_id"]:
+        checks.fail("task.project_id", "must not be empty: every task belongs to a project")
+    checks.done()
+    team_id = caller.team_id
+    with write_transaction():
+        task = lock_task(team_id, task_id)
+        if changes.get("project_id"):
+            _require_project(team_id, changes["project_id"])
+        new_assignee = changes.get("assigned_agent_id") or None
+        if new_assignee:
+            _require_agent(team_id, new_assignee)
+        _check_etag(task, etag)
+        if "assigned_agent_id" in changes and new_assignee != task.assigned_agent_id:
+            if task.status != TODO:
+                raise InvalidTransition("assigned_agent_id can change only while the task is todo")
+        if not changes:
+            return task
+        for field, value in changes.items():
+            setattr(task, field, value if field != "assigned_agent_id" else new_assignee)
+        return save_with_events(task, [UPDATED], caller)
+
+
+def _check_etag(task: Task, etag: str) -> None:
+    if etag and etag != etag_of(task):
+        raise EtagMismatch()
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+def _claimant(caller: Caller, agent_id: str) -> str:
+    """The agent a claim is for: the calling agent, or the one a Team API Key names."""
+    if caller.is_agent:
+        if agent_id and agent_id != caller.agent_id:
+            raise Forbidden("Agent tokens cannot claim tasks for another agent")
+        assert caller.agent_id is not None
+        return caller.agent_id
+    if not agent_id:
+        raise ValidationError.field("agent_id", "is required when a Team API Key claims a task")
+    return agent_id
+
+
+def _lease_us(team_id: str, lease_us: int | None) -> int | None:
+    """The lease a claim gets: the one asked for, else the team's default (None: no lease)."""
+    if lease_us is None:
+        lease_us = Team.select(Team.default_lease_us).where(Team.id == team_id).scalar()
+    return lease_us or None
+
+
+def _start(task: Task, agent_id: str, lease_us: int | None) -> None:
+    task.status = IN_PROGRESS
+    task.assigned_agent = agent_id
+    task.lease_us = lease_us
+    task.lease_expire_at = now_us() + lease_us if lease_us else None
+
+
+def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None) -> Task:
+    """todo -> in_progress for the claimant, atomically; a second claimer always loses."""
+    claimant = _claimant(caller, agent_id)
+    checks = Checks()
+    checks.duration("lease_duration", lease_us, MAX_LEASE_US)
+    checks.done()
+    team_id = caller.team_id
+    with write_transaction():
+        task = lock_task(team_id, task_id)
+        agent = _require_agent(team_id, claimant)
+        if task.status == IN_PROGRESS:
+            if task.assigned_agent_id == claimant:
+                return task
+            raise TaskAlreadyClaimed()
+        if task.status != TODO:
+            raise TaskNotClaimable(f"Task is {task.status} and cannot be claimed")
+        if task.assigned_agent_id not in (None, claimant):
+            raise TaskNotClaimable("Task is assigned to another agent")
+        if agent.status != "active":
+            raise TaskNotClaimable("The agent is inactive")
+        _start(task, claimant, _lease_us(team_id, lease_us))
+        return save_with_events(task, [CLAIMED], caller)
+
+
+def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "") -> Task:
+    """in_progress -> done with `result`; only the assignee or a Team API Key."""
+    checks = Checks()
+    checks.utf8("result", result, RESULT_MAX_BYTES)
+    checks.request_id(request_id)
+    checks.done()
+    team_id = caller.team_id
+
+    def complete() -> Task:
+        task = lock_task(team_id, task_id)
+        if task.status != IN_PROGRESS:
+            raise TaskNotInProgress(f"Task is {task.status}, not in_progress")
+        if caller.is_agent and task.assigned_agent_id != caller.agent_id:
+            raise NotAssignedAgent()
+        task.status = DONE
+        task.result = result
+        clear_lease(task)
+        return save_with_events(task, [COMPLETED], caller)
+
+    return idempotency.once(
+        team_id,
+        "CompleteTask",
+        request_id,
+        complete,
+        lambda task: task.id,
+        lambda done_id: _load(team_id, done_id),
+    )
+
+
+def move_task(caller: Caller, task_id: str, status: str, etag: str = "") -> Task:
+    """Moves along MOVES; see the proto for who may move what."""
+    if status not in MOVES:
+        raise ValidationError.field("status", "must be a task status")
+    with write_transaction():
+        task = lock_task(caller.team_id, task_id)
+        _check_etag(task, etag)
+        if status == task.status:
+            return task
+        if status not in MOVES[task.status]:
+            raise InvalidTransition(f"Cannot move a task from {task.status} to {status}")
+        if caller.is_agent and task.assigned_agent_id not in (None, caller.agent_id):
+            raise NotAssignedAgent()
+        events = [MOVED]
+        if status == TODO:
+            task.status = TODO
+            task.assigned_agent = None
+            clear_lease(task)
+        elif status == IN_PROGRESS:
+            if task.assigned_agent_id is None and not caller.is_agent:
+                raise ValidationError.field(
+                    "status", "a Team API Key starts a task with ClaimTask and agent_id"
+                )
+            _start(task, task.assigned_agent_id or caller.agent_id, _lease_us(task.team_id, None))
+        else:
+            task.status = status
+            clear_lease(task)
+            events.append(COMPLETED if status == DONE else CANCELLED_EVENT)
+        return save_with_events(task, events, caller)
+

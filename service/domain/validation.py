@@ -1,0 +1,68 @@
+"""Field checks that collect every violation of a request before answering."""
+
+from __future__ import annotations
+
+from .errors import FieldViolation, ValidationError
+from .values import MICROS
+
+NAME_MAX = 200
+DESCRIPTION_MAX = 10_000
+REQUEST_ID_MAX = 200
+MAX_GRACE_US = 24 * 3600 * MICROS
+
+
+class Checks:
+    """Accumulates field violations; `done()` raises them all as one VALIDATION_ERROR."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def fail(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def name(self, field: str, value: str, max_length: int = NAME_MAX) -> str:
+        """A required display text: trimmed, then 1..max_length characters."""
+        trimmed = value.strip()
+        if not trimmed:
+            self.fail(field, "must not be empty")
+        elif len(trimmed) > max_length:
+            self.fail(field, f"must be at most {max_length} characters after trimming")
+        return trimmed
+
+    def text(self, field: str, value: str, max_length: int = DESCRIPTION_MAX) -> str:
+        if len(value) > max_length:
+            self.fail(field, f"must be at most {max_length:,} characters")
+        return value
+
+    def utf8(self, field: str, value: str, max_bytes: int) -> str:
+        if len(value) > max_bytes // 4 and len(value.encode()) > max_bytes:
+            self.fail(field, f"must be at most {max_bytes:,} bytes of UTF-8")
+        return value
+
+    def request_id(self, value: str) -> str:
+        if len(value) > REQUEST_ID_MAX:
+            self.fail("request_id", f"must be at most {REQUEST_ID_MAX} characters")
+        return value
+
+    def duration(self, field: str, micros: int | None, maximum: int) -> int | None:
+        if micros is not None and not 0 <= micros <= maximum:
+            self.fail(field, f"must be between 0 and {maximum // MICROS} seconds")
+        return micros
+
+    def whole(self, field: str, value: int, minimum: int, maximum: int) -> int:
+        if not minimum <= value <= maximum:
+            self.fail(field, f"must be between {minimum} and {maximum}")
+        return value
+
+    def done(self) -> None:
+        if self.violations:
+            raise ValidationError(self.violations)
+
+
+def unknown_fields(changes: dict, writable: set[str]) -> None:
+    """Refuses update_mask paths that are not writable."""
+    bad = sorted(set(changes) - writable)
+    if bad:
+        raise ValidationError.field(
+            "update_mask", f"cannot update {', '.join(bad)}; writable: {', '.join(sorted(writable))}"
+        )

@@ -1,0 +1,1 @@
+"""Storage: Peewee models, migrations and the few hand-written statements on hot paths."""
