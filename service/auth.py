@@ -210,7 +210,7 @@ def _guarded(handler, method: str, admit: Callable[[grpc.ServicerContext], Calle
                     return inner(request, context)
                 finally:
                     _current_caller.reset(reset)
-            except Exception as error:  # noqa: BLE001 - every error becomes a status
+            except Exception as error:
                 _report(error, method, context)
 
         return handler._replace(unary_unary=unary_unary)
@@ -225,7 +225,7 @@ def _guarded(handler, method: str, admit: Callable[[grpc.ServicerContext], Calle
                     yield from inner_stream(request, context)
                 finally:
                     _current_caller.reset(reset)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 _report(error, method, context)
 
         return handler._replace(unary_stream=unary_stream)

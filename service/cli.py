@@ -38,22 +38,48 @@ def _parser() -> argparse.ArgumentParser:
     _db_argument(serve)
     serve.add_argument("--host", default=defaults.host, help="listen address (default %(default)s)")
     serve.add_argument("--port", type=int, default=defaults.port, help="default %(default)s")
-    serve.add_argument("--max-workers", type=int, default=defaults.max_workers,
-                       help="threads serving calls concurrently (default %(default)s)")
-    serve.add_argument("--no-reflection", action="store_true", default=not defaults.reflection,
-                       help="turn server reflection off")
-    serve.add_argument("--allow-private-webhooks", action="store_true",
-                       default=defaults.allow_private_webhooks,
-                       help="let webhooks target private and loopback addresses (development)")
-    serve.add_argument("--rate-limit-task", type=int, default=defaults.rate_limits.task,
-                       help="TaskService calls per token per minute, 0 disables (%(default)s)")
-    serve.add_argument("--rate-limit-other", type=int, default=defaults.rate_limits.other,
-                       help="other calls per token per minute, 0 disables (%(default)s)")
-    serve.add_argument("--rate-limit-auth-failures", type=int,
-                       default=defaults.rate_limits.auth_failures,
-                       help="failed authentications per client address per minute (%(default)s)")
-    serve.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace,
-                       help="seconds in-flight calls get on SIGTERM/SIGINT (%(default)s)")
+    serve.add_argument(
+        "--max-workers",
+        type=int,
+        default=defaults.max_workers,
+        help="threads serving calls concurrently (default %(default)s)",
+    )
+    serve.add_argument(
+        "--no-reflection",
+        action="store_true",
+        default=not defaults.reflection,
+        help="turn server reflection off",
+    )
+    serve.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        default=defaults.allow_private_webhooks,
+        help="let webhooks target private and loopback addresses (development)",
+    )
+    serve.add_argument(
+        "--rate-limit-task",
+        type=int,
+        default=defaults.rate_limits.task,
+        help="TaskService calls per token per minute, 0 disables (%(default)s)",
+    )
+    serve.add_argument(
+        "--rate-limit-other",
+        type=int,
+        default=defaults.rate_limits.other,
+        help="other calls per token per minute, 0 disables (%(default)s)",
+    )
+    serve.add_argument(
+        "--rate-limit-auth-failures",
+        type=int,
+        default=defaults.rate_limits.auth_failures,
+        help="failed authentications per client address per minute (%(default)s)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=defaults.shutdown_grace,
+        help="seconds in-flight calls get on SIGTERM/SIGINT (%(default)s)",
+    )
     serve.add_argument("--log-level", default=os.environ.get("AGENTTASKS_LOG_LEVEL", "INFO"))
 
     team = commands.add_parser("team", help="manage teams")

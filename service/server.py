@@ -7,9 +7,6 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from agenttasks.v1 import (
     agents_pb2,
     agents_pb2_grpc,
@@ -22,6 +19,8 @@ from agenttasks.v1 import (
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from .api.agents import AgentServicer
 from .api.projects import ProjectServicer

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
-
-from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
 
 from ..domain.errors import ValidationError
 from ..domain.lifecycle import etag_of
@@ -51,7 +50,10 @@ TASK_STATUSES = {
 TASK_STATUS_NUMBERS = {name: number for number, name in TASK_STATUSES.items()}
 # Priorities are stored as their proto numbers (1 low, 2 normal, 3 high).
 TASK_PRIORITIES = {number: number for number in (1, 2, 3)}
-AGENT_STATUSES = {agents_pb2.AGENT_STATUS_ACTIVE: "active", agents_pb2.AGENT_STATUS_INACTIVE: "inactive"}
+AGENT_STATUSES = {
+    agents_pb2.AGENT_STATUS_ACTIVE: "active",
+    agents_pb2.AGENT_STATUS_INACTIVE: "inactive",
+}
 AGENT_STATUS_NUMBERS = {name: number for number, name in AGENT_STATUSES.items()}
 TOKEN_KINDS = {
     TokenKind.TEAM_API_KEY: teams_pb2.TOKEN_KIND_TEAM_API_KEY,

@@ -26,9 +26,7 @@ def _with_task_count() -> pw.ModelSelect:
 
 def _load(team_id: str, project_id: str) -> Project:
     project = (
-        _with_task_count()
-        .where((Project.id == project_id) & (Project.team == team_id))
-        .first()
+        _with_task_count().where((Project.id == project_id) & (Project.team == team_id)).first()
     )
     if project is None:
         raise NotFound.of("project", project_id)

@@ -195,9 +195,9 @@ def update_task(caller: Caller, task_id: str, changes: dict[str, Any], etag: str
         if new_assignee:
             _require_agent(team_id, new_assignee)
         _check_etag(task, etag)
-        if "assigned_agent_id" in changes and new_assignee != task.assigned_agent_id:
-            if task.status != TODO:
-                raise InvalidTransition("assigned_agent_id can change only while the task is todo")
+        reassigning = "assigned_agent_id" in changes and new_assignee != task.assigned_agent_id
+        if reassigning and task.status != TODO:
+            raise InvalidTransition("assigned_agent_id can change only while the task is todo")
         if not changes:
             return task
         for field, value in changes.items():
@@ -321,4 +321,3 @@ def move_task(caller: Caller, task_id: str, status: str, etag: str = "") -> Task
             clear_lease(task)
             events.append(COMPLETED if status == DONE else CANCELLED_EVENT)
         return save_with_events(task, events, caller)
-

@@ -64,5 +64,6 @@ def unknown_fields(changes: dict, writable: set[str]) -> None:
     bad = sorted(set(changes) - writable)
     if bad:
         raise ValidationError.field(
-            "update_mask", f"cannot update {', '.join(bad)}; writable: {', '.join(sorted(writable))}"
+            "update_mask",
+            f"cannot update {', '.join(bad)}; writable: {', '.join(sorted(writable))}",
         )
