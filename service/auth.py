@@ -22,7 +22,7 @@ import grpc
 from .api.errors import to_status
 from .domain import tokens
 from .domain.errors import AgentTasksError, Forbidden, InternalError, Unauthorized
-from .domain.values import Caller, TokenKind
+from .domain.values import Caller, TokenKind, own_team
 from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,11 @@ class AuthInterceptor(grpc.ServerInterceptor):
         rule = PERMISSIONS.get(method, UNLISTED)
         metadata = handler_call_details.invocation_metadata
 
-        def admit(context: grpc.ServicerContext) -> Caller:
-            return self._admit(method, rule, metadata, context)
+        def admit(request, context: grpc.ServicerContext) -> Caller:
+            caller = self._admit(method, rule, metadata, context)
+            if "team_id" in request.DESCRIPTOR.fields_by_name:
+                own_team(caller, request.team_id)  # before any validation, as documented
+            return caller
 
         return _guarded(handler, method, admit)
 
@@ -191,6 +194,8 @@ def _pick(team_setting: int | None, default: int) -> int:
 
 def _report(error: Exception, method: str, context: grpc.ServicerContext) -> None:
     """Aborts the call with the documented status for `error` (never returns)."""
+    if isinstance(error, NotImplementedError):  # an RPC of the proto not served yet
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
     if not isinstance(error, AgentTasksError):
         request_id = uuid.uuid4().hex[:16]
         log.error("internal error in %s (request id %s)", method, request_id, exc_info=error)
@@ -198,14 +203,14 @@ def _report(error: Exception, method: str, context: grpc.ServicerContext) -> Non
     context.abort_with_status(to_status(error))
 
 
-def _guarded(handler, method: str, admit: Callable[[grpc.ServicerContext], Caller]):
+def _guarded(handler, method: str, admit: Callable[[Any, grpc.ServicerContext], Caller]):
     """The handler, run only for an admitted caller, with errors reported as statuses."""
     if handler.unary_unary is not None:
         inner = handler.unary_unary
 
         def unary_unary(request, context):
             try:
-                reset = _current_caller.set(admit(context))
+                reset = _current_caller.set(admit(request, context))
                 try:
                     return inner(request, context)
                 finally:
@@ -220,7 +225,7 @@ def _guarded(handler, method: str, admit: Callable[[grpc.ServicerContext], Calle
 
         def unary_stream(request, context) -> Iterator:
             try:
-                reset = _current_caller.set(admit(context))
+                reset = _current_caller.set(admit(request, context))
                 try:
                     yield from inner_stream(request, context)
                 finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .domain.errors import RateLimited
@@ -34,7 +35,8 @@ class RateLimiter:
 
     _MAX_BUCKETS = 100_000  # forget idle buckets beyond this, so memory stays bounded
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._buckets: dict[tuple, _Bucket] = {}
         self._lock = threading.Lock()
 
@@ -42,7 +44,7 @@ class RateLimiter:
         """Counts one call against `key`; raises RATE_LIMITED when its bucket is empty."""
         if per_minute <= 0:
             return
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             bucket = self._buckets.get((key, per_minute))
             if bucket is None:

@@ -28,6 +28,7 @@ from .api.tasks import TaskServicer
 from .api.teams import TeamServicer
 from .auth import AuthInterceptor
 from .config import ServerConfig
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,14 @@ class RunningServer:
         self.server.stop(grace).wait()
 
 
-def create_server(config: ServerConfig) -> RunningServer:
-    """A started server bound to config.host:config.port (port 0 picks a free one)."""
+def create_server(config: ServerConfig, limiter: RateLimiter | None = None) -> RunningServer:
+    """A started server bound to config.host:config.port (port 0 picks a free one).
+
+    `limiter` replaces the rate limiter's buckets (tests pass one with a manual clock).
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-        interceptors=[AuthInterceptor(config.rate_limits)],
+        interceptors=[AuthInterceptor(config.rate_limits, limiter)],
         options=_options(config),
     )
     tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(), server)

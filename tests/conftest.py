@@ -66,9 +66,9 @@ def database_url(request, tmp_path_factory) -> Iterator[str]:
     next(urls, None)
 
 
-def start_server(**overrides) -> RunningServer:
+def start_server(limiter=None, **overrides) -> RunningServer:
     config = ServerConfig(host="127.0.0.1", port=0, **overrides)
-    return create_server(config)
+    return create_server(config, limiter)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ ACTIVE, INACTIVE = "active", "inactive"
 WRITABLE = {"name", "description", "status"}
 
 
-def _with_task_count() -> pw.ModelSelect:
+def _with_task_count() -> pw.ModelSelect[Agent]:
     task_count = (
         Task.select(pw.fn.COUNT(Task.seq))
         .where((Task.assigned_agent == Agent.id) & Task.status.in_(OPEN_STATUSES))

@@ -54,7 +54,7 @@ def _token(created_at: int, seq: int, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def paginate(query: pw.ModelSelect, model: Any, page: Page) -> tuple[list, str]:
+def paginate(query: pw.ModelSelect[Any], model: Any, page: Page) -> tuple[list, str]:
     """Runs `query` for one page; returns its rows and the next page's token ("" if last)."""
     if page.after is not None:
         query = query.where(pw.Tuple(model.created_at, model.seq) > pw.Tuple(*page.after))

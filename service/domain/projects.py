@@ -17,7 +17,7 @@ from .values import Caller, new_id, now_us, own_team
 WRITABLE = {"name", "description"}
 
 
-def _with_task_count() -> pw.ModelSelect:
+def _with_task_count() -> pw.ModelSelect[Project]:
     task_count = (
         Task.select(pw.fn.COUNT(Task.seq)).where(Task.project == Project.id).alias("task_count")
     )

@@ -25,6 +25,9 @@ class Team(BaseModel):
 
 
 class Agent(BaseModel):
+    team_id: str  # the foreign key's raw value (typing only; Peewee provides it)
+    task_count: int  # present when selected with a count (see the domain's queries)
+
     seq = pw.BigAutoField()
     id = pw.CharField(max_length=32, unique=True)
     team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
@@ -53,6 +56,9 @@ class ApiToken(BaseModel):
 
 
 class Project(BaseModel):
+    team_id: str
+    task_count: int
+
     seq = pw.BigAutoField()
     id = pw.CharField(max_length=32, unique=True)
     team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
@@ -66,6 +72,10 @@ class Project(BaseModel):
 
 
 class Task(BaseModel):
+    team_id: str
+    project_id: str
+    assigned_agent_id: str | None
+
     seq = pw.BigAutoField()
     id = pw.CharField(max_length=32, unique=True)
     team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
