@@ -102,9 +102,11 @@ def _open(url: str) -> None:
 def serve(args: argparse.Namespace) -> int:
     from .server import create_server  # grpc is only needed for this command
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.getLevelName(args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Peewee logs every statement with its parameters at DEBUG; those may hold secrets
+    # (webhook signing keys), so its statements stay out of the log at any level.
+    logging.getLogger("peewee").setLevel(logging.INFO)
     config = dataclasses.replace(
         ServerConfig.from_env(),
         host=args.host,

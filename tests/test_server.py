@@ -1,0 +1,56 @@
+"""Server behaviour around the RPCs: health during shutdown, internal errors, unknown methods."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agenttasks.server.domain import teams
+from agenttasks.v1 import teams_pb2
+
+from .conftest import start_server
+from .helpers import raises
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_health_turns_not_serving_when_shutdown_begins(database_url):
+    running = start_server()
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "agenttasks.v1.TaskService"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == SERVING
+        updates = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert next(updates).status == SERVING
+        stopper = threading.Thread(target=running.stop, args=(1,))
+        stopper.start()
+        assert next(updates).status == NOT_SERVING
+        stopper.join()
+
+
+def test_an_unexpected_failure_is_internal_and_shows_no_internals(world, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("database exploded at /srv/secret/path")
+
+    monkeypatch.setattr(teams, "get_team", broken)
+    with caplog.at_level(logging.ERROR, logger="agenttasks.server.auth"):
+        body = raises("INTERNAL", world.admin.teams.GetTeam, teams_pb2.GetTeamRequest())
+    request_id = re.fullmatch(r"Internal error \(request id ([0-9a-f]{16})\)", body.message)
+    assert request_id, body.message
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert request_id.group(1) in logged and "GetTeam" in logged
+
+
+def test_an_unknown_method_is_unimplemented(channel):
+    call = channel.unary_unary("/agenttasks.v1.TaskService/Nope")
+    try:
+        call(b"", timeout=5)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    else:
+        raise AssertionError("an unknown method answered")
