@@ -12,7 +12,7 @@ import sys
 import threading
 
 from .auth import RateLimits
-from .config import ServerConfig
+from .config import ConfigError, ServerConfig
 from .domain import teams
 from .domain.errors import ValidationError
 from .storage import db, migrations
@@ -39,10 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=defaults.host, help="listen address (default %(default)s)")
     serve.add_argument("--port", type=int, default=defaults.port, help="default %(default)s")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        help="server processes sharing the port (default %(default)s)",
+    )
+    serve.add_argument(
         "--max-workers",
         type=int,
         default=defaults.max_workers,
-        help="threads serving calls concurrently (default %(default)s)",
+        help="threads serving calls concurrently in each process (default %(default)s)",
     )
     serve.add_argument(
         "--no-reflection",
@@ -100,8 +106,6 @@ def _open(url: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .server import create_server  # grpc is only needed for this command
-
     level = logging.getLevelName(args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Peewee logs every statement with its parameters at DEBUG; those may hold secrets
@@ -112,6 +116,7 @@ def serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         db_url=args.db,
+        workers=args.workers,
         max_workers=args.max_workers,
         reflection=not args.no_reflection,
         allow_private_webhooks=args.allow_private_webhooks,
@@ -120,6 +125,8 @@ def serve(args: argparse.Namespace) -> int:
         ),
         shutdown_grace=args.shutdown_grace,
     )
+    if config.workers < 1 or (config.workers > 1 and config.port == 0):
+        raise ConfigError("--workers must be at least 1, and more than 1 needs a fixed --port")
     _open(config.db_url)
     created = teams.create_default_team_if_empty()
     if created is not None:
@@ -130,20 +137,54 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    running = create_server(config)
-    log.info("serving on %s:%d (database %s)", config.host, running.port, _safe_url(config.db_url))
+    if config.workers == 1:
+        return _serve_here(config)
+    return _serve_in_processes(config)
 
+
+def _wait_for_signal() -> None:
     stopping = threading.Event()
-
-    def on_signal(signum, frame):
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
     stopping.wait()
+
+
+def _serve_here(config: ServerConfig) -> int:
+    from .server import create_server  # grpc starts only in the process that serves
+
+    running = create_server(config)
+    log.info(
+        "serving on %s:%d (database %s, pid %d)",
+        config.host,
+        running.port,
+        _safe_url(config.db_url),
+        os.getpid(),
+    )
+    _wait_for_signal()
     log.info("shutting down: in-flight calls get %.0f s", config.shutdown_grace)
     running.stop(config.shutdown_grace)
     return 0
+
+
+def _serve_in_processes(config: ServerConfig) -> int:
+    """Forks `workers` servers that share the port; signals are passed on to them."""
+    db.close()  # no database connection may cross a fork
+    children = []
+    for _ in range(config.workers):
+        pid = os.fork()
+        if pid == 0:  # the child: gRPC has not started in this process tree yet
+            code = 1
+            try:
+                db.open_database(config.db_url)
+                code = _serve_here(config)
+            finally:
+                os._exit(code)
+        children.append(pid)
+    _wait_for_signal()
+    for pid in children:
+        os.kill(pid, signal.SIGTERM)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+    return max(codes, key=abs)
 
 
 def _safe_url(url: str) -> str:
@@ -179,12 +220,16 @@ def migrate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "team":
-        return team_create(args)
-    return migrate(args)
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "team":
+            return team_create(args)
+        return migrate(args)
+    except ConfigError as error:
+        print(f"agenttasks: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,9 +9,22 @@ from .auth import RateLimits
 from .storage.db import DEFAULT_URL
 
 
-def _env_int(name: str, default: int) -> int:
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+def _env_number(name: str, default: float, kind: type = int):
     value = os.environ.get(name, "").strip()
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env_number(name, default, int)
 
 
 def _env_flag(name: str) -> bool:
@@ -24,6 +37,8 @@ class ServerConfig:
     port: int = 50051
     db_url: str = DEFAULT_URL
     max_workers: int = 32
+    # Server processes sharing the port (SO_REUSEPORT); 1 serves from this process.
+    workers: int = 1
     reflection: bool = True
     allow_private_webhooks: bool = False
     rate_limits: RateLimits = field(default_factory=RateLimits)
@@ -48,5 +63,6 @@ class ServerConfig:
                     "AGENTTASKS_RATE_LIMIT_AUTH_FAILURES", RateLimits.auth_failures
                 ),
             ),
-            shutdown_grace=float(os.environ.get("AGENTTASKS_SHUTDOWN_GRACE", cls.shutdown_grace)),
+            shutdown_grace=_env_number("AGENTTASKS_SHUTDOWN_GRACE", cls.shutdown_grace, float),
+            workers=_env_int("AGENTTASKS_WORKERS", cls.workers),
         )

@@ -7,6 +7,8 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from agenttasks.v1 import (
     agents_pb2,
     agents_pb2_grpc,
@@ -19,9 +21,8 @@ from agenttasks.v1 import (
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from . import reflection
 from .api.agents import AgentServicer
 from .api.projects import ProjectServicer
 from .api.tasks import TaskServicer
@@ -55,7 +56,6 @@ def _options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.max_connection_age_grace_ms", 30_000),
     ]
 
 
@@ -95,9 +95,7 @@ def create_server(config: ServerConfig, limiter: RateLimiter | None = None) -> R
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     if config.reflection:
-        reflection.enable_server_reflection(
-            [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        reflection.enable([*SERVICE_NAMES, health.SERVICE_NAME], server)
 
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     if port == 0:

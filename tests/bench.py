@@ -43,7 +43,7 @@ def run(url: str, repeat: int) -> dict[str, float]:
     server = create_server(ServerConfig(host="127.0.0.1", port=0, rate_limits=RateLimits(0, 0, 0)))
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            team, key = teams.create_team("bench")
+            _, key = teams.create_team("bench")
             admin = Client(channel, key)
             project = admin.projects.CreateProject(
                 projects_pb2.CreateProjectRequest(name="b")

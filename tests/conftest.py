@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import pytest
+
 from agenttasks.server.auth import RateLimits
 from agenttasks.server.config import ServerConfig
 from agenttasks.server.domain import teams
@@ -33,7 +34,12 @@ def _postgres_database(admin_url: str) -> Iterator[str]:
     try:
         admin = psycopg2.connect(admin_url, connect_timeout=3)
     except psycopg2.OperationalError as error:
-        if os.environ.get("AGENTTASKS_REQUIRE_POSTGRES"):
+        if os.environ.get("AGENTTASKS_REQUIRE_POSTGRES", "").lower() not in (
+            "",
+            "0",
+            "false",
+            "no",
+        ):
             pytest.fail(f"PostgreSQL required but unreachable at {admin_url}: {error}")
         pytest.skip(
             f"no PostgreSQL server reachable at {admin_url} (set AGENTTASKS_TEST_POSTGRES_URL)"

@@ -29,7 +29,7 @@ class StoppedClock:
 
 @pytest.fixture
 def limited(database_url):
-    """A server with the default limits (120 task / 60 other / 5 auth failures) and a stopped clock."""
+    """A server with the default limits (120 task, 60 other, 5 auth failures), clock stopped."""
     clock = StoppedClock()
     running = start_server(limiter=RateLimiter(clock), rate_limits=RateLimits())
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:

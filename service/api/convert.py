@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
+
+from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
 
 from ..domain.errors import ValidationError
 from ..domain.lifecycle import etag_of

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import grpc
-from agenttasks.v1 import errors_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from agenttasks.v1 import errors_pb2
 
 from ..domain import errors as e
 
