@@ -54,3 +54,27 @@ def test_an_unknown_method_is_unimplemented(channel):
         assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     else:
         raise AssertionError("an unknown method answered")
+
+
+def test_stopping_lets_in_flight_calls_finish_within_the_grace(database_url, monkeypatch):
+    from .conftest import new_team
+
+    started, release = threading.Event(), threading.Event()
+    real_get_team = teams.get_team
+
+    def slow_get_team(*args, **kwargs):
+        started.set()
+        release.wait(10)
+        return real_get_team(*args, **kwargs)
+
+    monkeypatch.setattr(teams, "get_team", slow_get_team)
+    running = start_server()
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        world = new_team(channel)
+        future = world.admin.teams.GetTeam.future(teams_pb2.GetTeamRequest(), timeout=30)
+        assert started.wait(10)
+        stopper = threading.Thread(target=running.stop, args=(30,))
+        stopper.start()
+        release.set()
+        assert future.result().team.id == world.id
+        stopper.join()
