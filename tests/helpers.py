@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
 from agenttasks.v1 import (
     agents_pb2,
     agents_pb2_grpc,
@@ -16,8 +19,6 @@ from agenttasks.v1 import (
     teams_pb2_grpc,
     webhooks_pb2_grpc,
 )
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 
 class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
