@@ -33,8 +33,9 @@ from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = [
-    module.DESCRIPTOR.services_by_name[name].full_name
+# The five API services, as descriptors (the permission test walks their methods).
+SERVICES = [
+    module.DESCRIPTOR.services_by_name[name]
     for module, name in (
         (tasks_pb2, "TaskService"),
         (projects_pb2, "ProjectService"),
@@ -43,6 +44,7 @@ SERVICE_NAMES = [
         (teams_pb2, "TeamService"),
     )
 ]
+SERVICE_NAMES = [service.full_name for service in SERVICES]
 
 
 def _options(config: ServerConfig) -> list[tuple[str, int]]:

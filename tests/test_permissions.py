@@ -13,27 +13,16 @@ import pytest
 from google.protobuf import message_factory
 
 from agenttasks.server.auth import PERMISSIONS, Access
+from agenttasks.server.server import SERVICES
 from agenttasks.v1 import (
     agents_pb2,
-    projects_pb2,
     tasks_pb2,
     teams_pb2,
-    webhooks_pb2,
 )
 
 from .conftest import new_team
 from .helpers import EXPECTED, error_body
 
-SERVICES = [
-    module.DESCRIPTOR.services_by_name[name]
-    for module, name in (
-        (tasks_pb2, "TaskService"),
-        (projects_pb2, "ProjectService"),
-        (agents_pb2, "AgentService"),
-        (webhooks_pb2, "WebhookService"),
-        (teams_pb2, "TeamService"),
-    )
-]
 METHODS = {
     f"/{service.full_name}/{method.name}": method
     for service in SERVICES
