@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf import field_mask_pb2
 
+from agenttasks.v1 import agents_pb2, tasks_pb2
 from agenttasks.v1 import projects_pb2 as pb
-from agenttasks.v1 import tasks_pb2
 
 from .helpers import raises
 
@@ -168,3 +168,34 @@ def test_agents_may_read_projects(world):
     assert [p.id for p in agent.projects.ListProjects(pb.ListProjectsRequest()).projects] == [
         project.id
     ]
+
+
+def test_nul_characters_and_impossible_ids_get_the_same_answer_on_every_backend(world):
+    body = raises(
+        "VALIDATION_ERROR",
+        world.admin.projects.CreateProject,
+        pb.CreateProjectRequest(name="a\x00b", description="c\x00d", request_id="r\x00"),
+    )
+    assert body.violations == ["name", "description", "request_id"]
+    for bad_id in ("c\x00x", "UPPER", "has space", "x" * 40):
+        raises(
+            "NOT_FOUND", world.admin.projects.GetProject, pb.GetProjectRequest(project_id=bad_id)
+        )
+        raises(
+            "NOT_FOUND",
+            world.admin.agents.GetAgent,
+            agents_pb2.GetAgentRequest(agent_id=bad_id),
+        )
+
+
+def test_a_forged_page_token_with_huge_numbers_is_a_validation_error(world):
+    import base64
+
+    for forged in (b'[1e400, 1, "x"]', b'[99999999999999999999999, 1, "x"]', b'[-1, 1, "x"]'):
+        token = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+        body = raises(
+            "VALIDATION_ERROR",
+            world.admin.projects.ListProjects,
+            pb.ListProjectsRequest(page_token=token),
+        )
+        assert body.violations == ["page_token"]

@@ -13,7 +13,7 @@ from .errors import NotFound
 from .lifecycle import OPEN_STATUSES, release_tasks_of_agent
 from .pagination import paginate, parse_page
 from .validation import MAX_GRACE_US, Checks, unknown_fields
-from .values import Caller, TokenKind, new_id, now_us, own_team
+from .values import Caller, TokenKind, could_be_id, new_id, now_us, own_team
 
 ACTIVE, INACTIVE = "active", "inactive"
 WRITABLE = {"name", "description", "status"}
@@ -29,7 +29,10 @@ def _with_task_count() -> pw.ModelSelect[Agent]:
 
 
 def _load(team_id: str, agent_id: str) -> Agent:
-    agent = _with_task_count().where((Agent.id == agent_id) & (Agent.team == team_id)).first()
+    agent = None
+    if could_be_id(agent_id):
+        mine = (Agent.id == agent_id) & (Agent.team == team_id)
+        agent = _with_task_count().where(mine).first()
     if agent is None:
         raise NotFound.of("agent", agent_id)
     return agent

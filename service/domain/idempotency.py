@@ -15,7 +15,7 @@ T = TypeVar("T")
 RETENTION_US = 24 * 3600 * MICROS
 
 
-def _remembered(team_id: str, scope: str, request_id: str) -> str | None:
+def remembered(team_id: str, scope: str, request_id: str) -> str | None:
     row = (
         IdempotencyKey.select(IdempotencyKey.resource_id)
         .where(
@@ -45,7 +45,7 @@ def once(
     if not request_id:
         with write_transaction():
             return perform()
-    existing = _remembered(team_id, scope, request_id)
+    existing = remembered(team_id, scope, request_id)
     if existing is not None:
         return replay(existing)
     try:
@@ -67,7 +67,7 @@ def once(
             )
         return result
     except pw.IntegrityError:
-        existing = _remembered(team_id, scope, request_id)
+        existing = remembered(team_id, scope, request_id)
         if existing is None:
             raise
         return replay(existing)

@@ -13,7 +13,7 @@ import json
 from ..storage.db import for_update
 from ..storage.models import Agent, Task, TaskEvent
 from .errors import NotFound
-from .values import Caller, now_us
+from .values import Caller, could_be_id, now_us
 
 TODO, IN_PROGRESS, DONE, CANCELLED = "todo", "in_progress", "done", "cancelled"
 STATUSES = (TODO, IN_PROGRESS, DONE, CANCELLED)
@@ -38,11 +38,25 @@ def etag_of(task: Task) -> str:
 
 def lock_task(team_id: str, task_id: str) -> Task:
     """The task, locked for this transaction; NOT_FOUND if it is not the team's."""
+    if not could_be_id(task_id):
+        raise NotFound.of("task", task_id)
     query = Task.select().where((Task.id == task_id) & (Task.team == team_id))
     task = for_update(query).first()
     if task is None:
         raise NotFound.of("task", task_id)
     return task
+
+
+def lock_agent(agent_id: str) -> Agent | None:
+    """The agent's row, locked for this transaction (its latest committed version).
+
+    Starting a task for an agent and deactivating it both take this lock before they
+    look at the other's work: a claim waiting on it then sees the agent inactive, and a
+    deactivation waiting on it then sees the claimed task and releases it. Without it, a
+    claim committed while a deactivation ran would leave work held by an agent that can
+    no longer act.
+    """
+    return for_update(Agent.select().where(Agent.id == agent_id)).first()
 
 
 def snapshot(task: Task) -> str:
@@ -94,6 +108,7 @@ def clear_lease(task: Task) -> None:
 
 def release_tasks_of_agent(agent_id: str, actor: Caller) -> None:
     """Returns an agent's in-progress tasks to todo (it was deactivated and cannot act)."""
+    lock_agent(agent_id)  # first: claims still running finish before `held` is read
     held = Task.select().where((Task.assigned_agent == agent_id) & (Task.status == IN_PROGRESS))
     for task in for_update(held):
         task.status = TODO

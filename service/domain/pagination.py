@@ -42,7 +42,9 @@ def parse_page(page_size: int, page_token: str, filters: tuple = ()) -> Page:
         padded = page_token + "=" * (-len(page_token) % 4)
         created_at, seq, token_fingerprint = json.loads(base64.urlsafe_b64decode(padded))
         after = (int(created_at), int(seq))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        if not all(0 <= value < 2**63 for value in after):
+            raise ValueError("outside the range of a stored value")
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise ValidationError.field("page_token", "is not a token this list returned") from None
     if token_fingerprint != fingerprint:
         raise ValidationError.field("page_token", "was issued for a request with other filters")

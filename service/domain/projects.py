@@ -12,7 +12,7 @@ from . import idempotency
 from .errors import NotFound, ProjectNotEmpty
 from .pagination import paginate, parse_page
 from .validation import Checks, unknown_fields
-from .values import Caller, new_id, now_us, own_team
+from .values import Caller, could_be_id, new_id, now_us, own_team
 
 WRITABLE = {"name", "description"}
 
@@ -25,9 +25,10 @@ def _with_task_count() -> pw.ModelSelect[Project]:
 
 
 def _load(team_id: str, project_id: str) -> Project:
-    project = (
-        _with_task_count().where((Project.id == project_id) & (Project.team == team_id)).first()
-    )
+    project = None
+    if could_be_id(project_id):
+        mine = (Project.id == project_id) & (Project.team == team_id)
+        project = _with_task_count().where(mine).first()
     if project is None:
         raise NotFound.of("project", project_id)
     return project

@@ -32,12 +32,13 @@ from .lifecycle import (
     UPDATED,
     clear_lease,
     etag_of,
+    lock_agent,
     lock_task,
     save_with_events,
 )
 from .pagination import paginate, parse_page
 from .validation import Checks, unknown_fields
-from .values import MICROS, Caller, new_id, now_us, own_team
+from .values import MICROS, Caller, could_be_id, new_id, now_us, own_team
 
 TITLE_MAX = 500
 DESCRIPTION_MAX = 50_000
@@ -71,13 +72,18 @@ class TaskFilter:
 
 
 def _load(team_id: str, task_id: str) -> Task:
-    task = Task.get_or_none((Task.id == task_id) & (Task.team == team_id))
+    task = None
+    if could_be_id(task_id):
+        task = Task.get_or_none((Task.id == task_id) & (Task.team == team_id))
     if task is None:
         raise NotFound.of("task", task_id)
     return task
 
 
 def get_task(caller: Caller, task_id: str) -> Task:
+    checks = Checks()
+    _require_task_id(checks, "task_id", task_id)
+    checks.done()
     return _load(caller.team_id, task_id)
 
 
@@ -87,6 +93,8 @@ def list_tasks(
     """The team's tasks, oldest first (creation time, then insertion order)."""
     team_id = own_team(caller, team_id)
     page = parse_page(page_size, page_token, ("tasks", team_id, where))
+    if not all(could_be_id(i) for i in (where.project_id, where.agent_id) if i):
+        return [], ""  # a filter naming what cannot exist matches nothing
     query = Task.select().where(Task.team == team_id)
     if where.status:
         query = query.where(Task.status == where.status)
@@ -100,15 +108,23 @@ def list_tasks(
 
 
 def _require_project(team_id: str, project_id: str) -> None:
-    if not Project.select().where((Project.id == project_id) & (Project.team == team_id)).exists():
+    mine = (Project.id == project_id) & (Project.team == team_id)
+    if not could_be_id(project_id) or not Project.select().where(mine).exists():
         raise NotFound.of("project", project_id)
 
 
 def _require_agent(team_id: str, agent_id: str) -> Agent:
-    agent = Agent.get_or_none((Agent.id == agent_id) & (Agent.team == team_id))
+    agent = None
+    if could_be_id(agent_id):
+        agent = Agent.get_or_none((Agent.id == agent_id) & (Agent.team == team_id))
     if agent is None:
         raise NotFound.of("agent", agent_id)
     return agent
+
+
+def _require_task_id(checks: Checks, field: str, task_id: str) -> None:
+    if not task_id:
+        checks.fail(field, "is required")
 
 
 def _check_priority(checks: Checks, field: str, priority: int) -> int:
@@ -175,6 +191,7 @@ def update_task(caller: Caller, task_id: str, changes: dict[str, Any], etag: str
     """Writes the fields in `changes`; the status is never changed here."""
     unknown_fields(changes, WRITABLE)
     checks = Checks()
+    _require_task_id(checks, "task.id", task_id)
     if "title" in changes:
         changes["title"] = checks.name("task.title", changes["title"], TITLE_MAX)
     if "description" in changes:
@@ -213,15 +230,18 @@ def _check_etag(task: Task, etag: str) -> None:
 # --- lifecycle -----------------------------------------------------------------------------
 
 
-def _claimant(caller: Caller, agent_id: str) -> str:
-    """The agent a claim is for: the calling agent, or the one a Team API Key names."""
+def _claimant(caller: Caller, agent_id: str, checks: Checks) -> str:
+    """The agent a claim is for: the calling agent, or the one a Team API Key names.
+
+    Naming another agent with an Agent Token is refused at once (permissions come before
+    validation); a Team API Key naming nobody is a violation added to `checks`."""
     if caller.is_agent:
         if agent_id and agent_id != caller.agent_id:
             raise Forbidden("Agent tokens cannot claim tasks for another agent")
         assert caller.agent_id is not None
         return caller.agent_id
     if not agent_id:
-        raise ValidationError.field("agent_id", "is required when a Team API Key claims a task")
+        checks.fail("agent_id", "is required when a Team API Key claims a task")
     return agent_id
 
 
@@ -232,23 +252,35 @@ def _lease_us(team_id: str, lease_us: int | None) -> int | None:
     return lease_us or None
 
 
+def _require_active(agent_id: str) -> None:
+    """Refuses to start a task for an inactive agent; locks the agent row (see lock_agent).
+
+    Taken only right before starting, after the task's state checks: a claim that returns
+    early never waits on an agent being deactivated (which may be waiting on that task).
+    """
+    agent = lock_agent(agent_id)
+    if agent is None or agent.status != "active":
+        raise TaskNotClaimable("The agent is inactive")
+
+
 def _start(task: Task, agent_id: str, lease_us: int | None) -> None:
     task.status = IN_PROGRESS
-    task.assigned_agent = agent_id
+    task.assigned_agent_id = agent_id
     task.lease_us = lease_us
     task.lease_expire_at = now_us() + lease_us if lease_us else None
 
 
 def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None) -> Task:
     """todo -> in_progress for the claimant, atomically; a second claimer always loses."""
-    claimant = _claimant(caller, agent_id)
     checks = Checks()
+    claimant = _claimant(caller, agent_id, checks)
+    _require_task_id(checks, "task_id", task_id)
     checks.duration("lease_duration", lease_us, MAX_LEASE_US)
     checks.done()
     team_id = caller.team_id
     with write_transaction():
         task = lock_task(team_id, task_id)
-        agent = _require_agent(team_id, claimant)
+        _require_agent(team_id, claimant)
         if task.status == IN_PROGRESS:
             if task.assigned_agent_id == claimant:
                 return task
@@ -257,8 +289,7 @@ def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None
             raise TaskNotClaimable(f"Task is {task.status} and cannot be claimed")
         if task.assigned_agent_id not in (None, claimant):
             raise TaskNotClaimable("Task is assigned to another agent")
-        if agent.status != "active":
-            raise TaskNotClaimable("The agent is inactive")
+        _require_active(claimant)
         _start(task, claimant, _lease_us(team_id, lease_us))
         return save_with_events(task, [CLAIMED], caller)
 
@@ -266,14 +297,25 @@ def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None
 def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "") -> Task:
     """in_progress -> done with `result`; only the assignee or a Team API Key."""
     checks = Checks()
+    _require_task_id(checks, "task_id", task_id)
     checks.utf8("result", result, RESULT_MAX_BYTES)
     checks.request_id(request_id)
     checks.done()
+    if not could_be_id(task_id):  # before the request_id lookup, whose scope holds it
+        raise NotFound.of("task", task_id)
     team_id = caller.team_id
+    # Scoped by task: a client that reuses a request_id for another task means another
+    # completion, not a retry; a team-wide key would answer it with the first task.
+    scope = f"CompleteTask:{task_id}"
 
     def complete() -> Task:
         task = lock_task(team_id, task_id)
         if task.status != IN_PROGRESS:
+            # A retry sent while its first attempt was still running waited here for that
+            # attempt's lock: the task is now done by the very same request, so it is
+            # answered as a retry (once() then replays it) rather than as a conflict.
+            if request_id and idempotency.remembered(team_id, scope, request_id) == task.id:
+                return task
             raise TaskNotInProgress(f"Task is {task.status}, not in_progress")
         if caller.is_agent and task.assigned_agent_id != caller.agent_id:
             raise NotAssignedAgent()
@@ -284,7 +326,7 @@ def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "
 
     return idempotency.once(
         team_id,
-        "CompleteTask",
+        scope,
         request_id,
         complete,
         lambda task: task.id,
@@ -294,8 +336,11 @@ def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "
 
 def move_task(caller: Caller, task_id: str, status: str, etag: str = "") -> Task:
     """Moves along MOVES; see the proto for who may move what."""
+    checks = Checks()
+    _require_task_id(checks, "task_id", task_id)
     if status not in MOVES:
-        raise ValidationError.field("status", "must be a task status")
+        checks.fail("status", "must be a task status")
+    checks.done()
     with write_transaction():
         task = lock_task(caller.team_id, task_id)
         _check_etag(task, etag)
@@ -315,7 +360,10 @@ def move_task(caller: Caller, task_id: str, status: str, etag: str = "") -> Task
                 raise ValidationError.field(
                     "status", "a Team API Key starts a task with ClaimTask and agent_id"
                 )
-            _start(task, task.assigned_agent_id or caller.agent_id, _lease_us(task.team_id, None))
+            agent_id = task.assigned_agent_id or caller.agent_id
+            assert agent_id is not None
+            _require_active(agent_id)
+            _start(task, agent_id, _lease_us(task.team_id, None))
         else:
             task.status = status
             clear_lease(task)

@@ -20,6 +20,12 @@ class Checks:
     def fail(self, field: str, description: str) -> None:
         self.violations.append(FieldViolation(field, description))
 
+    def _no_nul(self, field: str, value: str) -> None:
+        # PostgreSQL cannot store NUL in text and SQLite can: refusing it everywhere keeps
+        # the two backends' answers the same (VALIDATION_ERROR, never INTERNAL).
+        if "\x00" in value:
+            self.fail(field, "must not contain NUL characters")
+
     def name(self, field: str, value: str, max_length: int = NAME_MAX) -> str:
         """A required display text: trimmed, then 1..max_length characters."""
         trimmed = value.strip()
@@ -27,21 +33,29 @@ class Checks:
             self.fail(field, "must not be empty")
         elif len(trimmed) > max_length:
             self.fail(field, f"must be at most {max_length} characters after trimming")
+        else:
+            self._no_nul(field, trimmed)
         return trimmed
 
     def text(self, field: str, value: str, max_length: int = DESCRIPTION_MAX) -> str:
         if len(value) > max_length:
             self.fail(field, f"must be at most {max_length:,} characters")
+        else:
+            self._no_nul(field, value)
         return value
 
     def utf8(self, field: str, value: str, max_bytes: int) -> str:
         if len(value) > max_bytes // 4 and len(value.encode()) > max_bytes:
             self.fail(field, f"must be at most {max_bytes:,} bytes of UTF-8")
+        else:
+            self._no_nul(field, value)
         return value
 
     def request_id(self, value: str) -> str:
         if len(value) > REQUEST_ID_MAX:
             self.fail("request_id", f"must be at most {REQUEST_ID_MAX} characters")
+        else:
+            self._no_nul("request_id", value)
         return value
 
     def duration(self, field: str, micros: int | None, maximum: int) -> int | None:

@@ -6,6 +6,7 @@ import enum
 import hashlib
 import itertools
 import os
+import re
 import secrets
 import threading
 import time
@@ -53,6 +54,17 @@ def _base36(value: int, width: int) -> str:
         value, digit = divmod(value, 36)
         digits.append(_BASE36[digit])
     return "".join(reversed(digits))
+
+
+# Every id this service issues has this shape (the columns hold 32 characters).
+_ID_SHAPE = re.compile(r"[a-z][a-z0-9]{0,31}")
+
+
+def could_be_id(value: str) -> bool:
+    """Whether `value` has the shape of an id. Anything else names nothing and is answered
+    without a query: PostgreSQL refuses parameters holding NUL where SQLite looks them up,
+    so only this keeps the two backends' answers the same (NOT_FOUND, never INTERNAL)."""
+    return _ID_SHAPE.fullmatch(value) is not None
 
 
 def new_id() -> str:
