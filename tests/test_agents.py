@@ -8,7 +8,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 
 from agenttasks.server.storage.models import Agent as AgentRow
 from agenttasks.v1 import agents_pb2 as pb
-from agenttasks.v1 import tasks_pb2, teams_pb2
+from agenttasks.v1 import projects_pb2, tasks_pb2, teams_pb2
 
 from .helpers import raises
 
@@ -197,3 +197,25 @@ def test_last_active_at_is_written_at_most_once_a_minute(world):
     client.teams.WhoAmI(WHO)
     moved = world.admin.agents.GetAgent(pb.GetAgentRequest(agent_id=agent.id)).agent.last_active_at
     assert moved.ToMicroseconds() >= first.ToMicroseconds()
+
+
+def test_a_missing_id_is_a_validation_error_naming_the_field(world):
+    for call, request, field in (
+        (world.admin.agents.GetAgent, pb.GetAgentRequest(), "agent_id"),
+        (
+            world.admin.agents.UpdateAgent,
+            pb.UpdateAgentRequest(agent=pb.Agent(name="x")),
+            "agent.id",
+        ),
+        (world.admin.agents.RotateAgentToken, pb.RotateAgentTokenRequest(), "agent_id"),
+        (world.admin.agents.RevokeAgentToken, pb.RevokeAgentTokenRequest(), "agent_id"),
+        (world.admin.projects.GetProject, projects_pb2.GetProjectRequest(), "project_id"),
+        (world.admin.projects.DeleteProject, projects_pb2.DeleteProjectRequest(), "project_id"),
+        (
+            world.admin.projects.UpdateProject,
+            projects_pb2.UpdateProjectRequest(project=projects_pb2.Project(name="x")),
+            "project.id",
+        ),
+    ):
+        body = raises("VALIDATION_ERROR", call, request, message=f"{field}: is required")
+        assert body.violations == [field]

@@ -225,18 +225,17 @@ def test_another_teams_token_never_reaches_this_team(channel, credentials, path)
         name in fields for name in ("task_id", "project_id", "agent_id", "task", "project", "agent")
     )
     rule = PERMISSIONS[path]
-    ids = credentials["ids"]
-    # The intruding agent names no agent: naming one is refused by ClaimTask's own rule.
-    without_agent = {key: value for key, value in ids.items() if key != "agent_id"}
-    for token, request_ids in (
-        (credentials["other_key"], ids),
-        (credentials["other_agent_token"], without_agent),
-    ):
-        error = call(channel, path, _request(METHODS[path], request_ids), f"Bearer {token}")
-        if token == credentials["other_agent_token"] and rule.access is Access.TEAM_KEY:
+    request = _request(METHODS[path], credentials["ids"])
+    for token in (credentials["other_key"], credentials["other_agent_token"]):
+        error = call(channel, path, request, f"Bearer {token}")
+        by_agent = token == credentials["other_agent_token"]
+        if by_agent and rule.access is Access.TEAM_KEY:
             assert_refused(error, "FORBIDDEN", rule.denial)
         elif names_team:
             assert_refused(error, "FORBIDDEN", TEAM_MISMATCH)
+        elif by_agent and path.endswith("/ClaimTask"):
+            # The agent_id it names is not itself: refused before the task is looked up.
+            assert_refused(error, "FORBIDDEN", "Agent tokens cannot claim tasks for another agent")
         elif names_resource and path not in NOT_YET_IMPLEMENTED:
             assert error is not None, path
             assert error_body(error).code == "NOT_FOUND", (path, error_body(error))

@@ -50,6 +50,9 @@ def list_agents(
 
 
 def get_agent(caller: Caller, agent_id: str) -> Agent:
+    checks = Checks()
+    checks.required("agent_id", agent_id)
+    checks.done()
     return _load(caller.team_id, agent_id)
 
 
@@ -93,6 +96,7 @@ def update_agent(caller: Caller, agent_id: str, changes: dict[str, Any]) -> tupl
     agent's in-progress tasks; reactivating returns a new token (else the token is "")."""
     unknown_fields(changes, WRITABLE)
     checks = Checks()
+    checks.required("agent.id", agent_id)
     if "name" in changes:
         changes["name"] = checks.name("agent.name", changes["name"])
     if "description" in changes:
@@ -118,6 +122,7 @@ def update_agent(caller: Caller, agent_id: str, changes: dict[str, Any]) -> tupl
 
 def rotate_agent_token(caller: Caller, agent_id: str, grace_us: int) -> tuple[Agent, str]:
     checks = Checks()
+    checks.required("agent_id", agent_id)
     checks.duration("grace_period", grace_us, MAX_GRACE_US)
     checks.done()
     with write_transaction():
@@ -128,6 +133,9 @@ def rotate_agent_token(caller: Caller, agent_id: str, grace_us: int) -> tuple[Ag
 
 
 def revoke_agent_token(caller: Caller, agent_id: str) -> Agent:
+    checks = Checks()
+    checks.required("agent_id", agent_id)
+    checks.done()
     with write_transaction():
         agent = _load(caller.team_id, agent_id)
         tokens.retire(tokens.agent_tokens(agent.id))

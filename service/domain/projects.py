@@ -43,6 +43,9 @@ def list_projects(
 
 
 def get_project(caller: Caller, project_id: str) -> Project:
+    checks = Checks()
+    checks.required("project_id", project_id)
+    checks.done()
     return _load(caller.team_id, project_id)
 
 
@@ -82,6 +85,7 @@ def create_project(
 def update_project(caller: Caller, project_id: str, changes: dict[str, Any]) -> Project:
     unknown_fields(changes, WRITABLE)
     checks = Checks()
+    checks.required("project.id", project_id)
     if "name" in changes:
         changes["name"] = checks.name("project.name", changes["name"])
     if "description" in changes:
@@ -96,6 +100,9 @@ def update_project(caller: Caller, project_id: str, changes: dict[str, Any]) -> 
 
 
 def delete_project(caller: Caller, project_id: str, force: bool) -> None:
+    checks = Checks()
+    checks.required("project_id", project_id)
+    checks.done()
     try:
         with write_transaction():
             project = _load(caller.team_id, project_id)

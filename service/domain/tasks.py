@@ -82,7 +82,7 @@ def _load(team_id: str, task_id: str) -> Task:
 
 def get_task(caller: Caller, task_id: str) -> Task:
     checks = Checks()
-    _require_task_id(checks, "task_id", task_id)
+    checks.required("task_id", task_id)
     checks.done()
     return _load(caller.team_id, task_id)
 
@@ -120,11 +120,6 @@ def _require_agent(team_id: str, agent_id: str) -> Agent:
     if agent is None:
         raise NotFound.of("agent", agent_id)
     return agent
-
-
-def _require_task_id(checks: Checks, field: str, task_id: str) -> None:
-    if not task_id:
-        checks.fail(field, "is required")
 
 
 def _check_priority(checks: Checks, field: str, priority: int) -> int:
@@ -191,7 +186,7 @@ def update_task(caller: Caller, task_id: str, changes: dict[str, Any], etag: str
     """Writes the fields in `changes`; the status is never changed here."""
     unknown_fields(changes, WRITABLE)
     checks = Checks()
-    _require_task_id(checks, "task.id", task_id)
+    checks.required("task.id", task_id)
     if "title" in changes:
         changes["title"] = checks.name("task.title", changes["title"], TITLE_MAX)
     if "description" in changes:
@@ -274,7 +269,7 @@ def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None
     """todo -> in_progress for the claimant, atomically; a second claimer always loses."""
     checks = Checks()
     claimant = _claimant(caller, agent_id, checks)
-    _require_task_id(checks, "task_id", task_id)
+    checks.required("task_id", task_id)
     checks.duration("lease_duration", lease_us, MAX_LEASE_US)
     checks.done()
     team_id = caller.team_id
@@ -297,7 +292,7 @@ def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None
 def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "") -> Task:
     """in_progress -> done with `result`; only the assignee or a Team API Key."""
     checks = Checks()
-    _require_task_id(checks, "task_id", task_id)
+    checks.required("task_id", task_id)
     checks.utf8("result", result, RESULT_MAX_BYTES)
     checks.request_id(request_id)
     checks.done()
@@ -337,7 +332,7 @@ def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "
 def move_task(caller: Caller, task_id: str, status: str, etag: str = "") -> Task:
     """Moves along MOVES; see the proto for who may move what."""
     checks = Checks()
-    _require_task_id(checks, "task_id", task_id)
+    checks.required("task_id", task_id)
     if status not in MOVES:
         checks.fail("status", "must be a task status")
     checks.done()

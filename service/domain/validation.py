@@ -26,6 +26,12 @@ class Checks:
         if "\x00" in value:
             self.fail(field, "must not contain NUL characters")
 
+    def required(self, field: str, value: str) -> str:
+        """An id the request must name (AIP REQUIRED): empty is a violation, not NOT_FOUND."""
+        if not value:
+            self.fail(field, "is required")
+        return value
+
     def name(self, field: str, value: str, max_length: int = NAME_MAX) -> str:
         """A required display text: trimmed, then 1..max_length characters."""
         trimmed = value.strip()
