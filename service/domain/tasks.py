@@ -145,8 +145,7 @@ def create_task(
 ) -> Task:
     team_id = own_team(caller, team_id)
     checks = Checks()
-    if not project_id:
-        checks.fail("project_id", "is required")
+    checks.required("project_id", project_id)
     title = checks.name("title", title, TITLE_MAX)
     description = checks.text("description", description, DESCRIPTION_MAX)
     priority = _check_priority(checks, "priority", priority or NORMAL)
