@@ -9,11 +9,11 @@ import peewee as pw
 from ..storage.db import write_transaction
 from ..storage.models import Agent, Task
 from . import idempotency, tokens
-from .errors import NotFound
 from .lifecycle import OPEN_STATUSES, release_tasks_of_agent
+from .lookup import one_of_team
 from .pagination import paginate, parse_page
 from .validation import MAX_GRACE_US, Checks, unknown_fields
-from .values import Caller, TokenKind, could_be_id, new_id, now_us, own_team
+from .values import Caller, TokenKind, new_id, now_us, own_team
 
 ACTIVE, INACTIVE = "active", "inactive"
 WRITABLE = {"name", "description", "status"}
@@ -29,13 +29,7 @@ def _with_task_count() -> pw.ModelSelect[Agent]:
 
 
 def _load(team_id: str, agent_id: str) -> Agent:
-    agent = None
-    if could_be_id(agent_id):
-        mine = (Agent.id == agent_id) & (Agent.team == team_id)
-        agent = _with_task_count().where(mine).first()
-    if agent is None:
-        raise NotFound.of("agent", agent_id)
-    return agent
+    return one_of_team(_with_task_count(), Agent, team_id, agent_id, "agent")
 
 
 def list_agents(

@@ -12,8 +12,8 @@ import json
 
 from ..storage.db import for_update
 from ..storage.models import Agent, Task, TaskEvent
-from .errors import NotFound
-from .values import Caller, could_be_id, now_us
+from .lookup import one_of_team
+from .values import Caller, now_us
 
 TODO, IN_PROGRESS, DONE, CANCELLED = "todo", "in_progress", "done", "cancelled"
 STATUSES = (TODO, IN_PROGRESS, DONE, CANCELLED)
@@ -38,13 +38,7 @@ def etag_of(task: Task) -> str:
 
 def lock_task(team_id: str, task_id: str) -> Task:
     """The task, locked for this transaction; NOT_FOUND if it is not the team's."""
-    if not could_be_id(task_id):
-        raise NotFound.of("task", task_id)
-    query = Task.select().where((Task.id == task_id) & (Task.team == team_id))
-    task = for_update(query).first()
-    if task is None:
-        raise NotFound.of("task", task_id)
-    return task
+    return one_of_team(for_update(Task.select()), Task, team_id, task_id, "task")
 
 
 def lock_agent(agent_id: str) -> Agent | None:

@@ -9,10 +9,11 @@ import peewee as pw
 from ..storage.db import write_transaction
 from ..storage.models import Project, Task
 from . import idempotency
-from .errors import NotFound, ProjectNotEmpty
+from .errors import ProjectNotEmpty
+from .lookup import one_of_team
 from .pagination import paginate, parse_page
 from .validation import Checks, unknown_fields
-from .values import Caller, could_be_id, new_id, now_us, own_team
+from .values import Caller, new_id, now_us, own_team
 
 WRITABLE = {"name", "description"}
 
@@ -25,13 +26,7 @@ def _with_task_count() -> pw.ModelSelect[Project]:
 
 
 def _load(team_id: str, project_id: str) -> Project:
-    project = None
-    if could_be_id(project_id):
-        mine = (Project.id == project_id) & (Project.team == team_id)
-        project = _with_task_count().where(mine).first()
-    if project is None:
-        raise NotFound.of("project", project_id)
-    return project
+    return one_of_team(_with_task_count(), Project, team_id, project_id, "project")
 
 
 def list_projects(

@@ -36,6 +36,7 @@ from .lifecycle import (
     lock_task,
     save_with_events,
 )
+from .lookup import one_of_team
 from .pagination import paginate, parse_page
 from .validation import Checks, unknown_fields
 from .values import MICROS, Caller, could_be_id, new_id, now_us, own_team
@@ -72,12 +73,7 @@ class TaskFilter:
 
 
 def _load(team_id: str, task_id: str) -> Task:
-    task = None
-    if could_be_id(task_id):
-        task = Task.get_or_none((Task.id == task_id) & (Task.team == team_id))
-    if task is None:
-        raise NotFound.of("task", task_id)
-    return task
+    return one_of_team(Task.select(), Task, team_id, task_id, "task")
 
 
 def get_task(caller: Caller, task_id: str) -> Task:
@@ -108,18 +104,11 @@ def list_tasks(
 
 
 def _require_project(team_id: str, project_id: str) -> None:
-    mine = (Project.id == project_id) & (Project.team == team_id)
-    if not could_be_id(project_id) or not Project.select().where(mine).exists():
-        raise NotFound.of("project", project_id)
+    one_of_team(Project.select(Project.id), Project, team_id, project_id, "project")
 
 
-def _require_agent(team_id: str, agent_id: str) -> Agent:
-    agent = None
-    if could_be_id(agent_id):
-        agent = Agent.get_or_none((Agent.id == agent_id) & (Agent.team == team_id))
-    if agent is None:
-        raise NotFound.of("agent", agent_id)
-    return agent
+def _require_agent(team_id: str, agent_id: str) -> None:
+    one_of_team(Agent.select(Agent.id), Agent, team_id, agent_id, "agent")
 
 
 def _check_priority(checks: Checks, field: str, priority: int) -> int:
@@ -274,7 +263,8 @@ def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None
     team_id = caller.team_id
     with write_transaction():
         task = lock_task(team_id, task_id)
-        _require_agent(team_id, claimant)
+        if not caller.is_agent:  # an Agent Token's own agent was found when it authenticated
+            _require_agent(team_id, claimant)
         if task.status == IN_PROGRESS:
             if task.assigned_agent_id == claimant:
                 return task
