@@ -11,10 +11,10 @@ import signal
 import sys
 import threading
 
-from .auth import RateLimits
 from .config import ConfigError, ServerConfig
 from .domain import teams
 from .domain.errors import ValidationError
+from .ratelimit import RateLimits
 from .storage import db, migrations
 
 log = logging.getLogger("agenttasks")

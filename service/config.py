@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .auth import RateLimits
+from .ratelimit import RateLimits
 from .storage.db import DEFAULT_URL
 
 

@@ -61,3 +61,12 @@ class RateLimiter:
             refill = (now - bucket.refilled_at) * bucket.capacity / 60.0
             if bucket.tokens + refill >= bucket.capacity:
                 del self._buckets[key]
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """Server-wide defaults, per minute; 0 disables. A team's settings override the first two."""
+
+    task: int = 120
+    other: int = 60
+    auth_failures: int = 5

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+from collections.abc import Coroutine
 from concurrent import futures
-from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,14 +27,17 @@ from agenttasks.v1 import (
 
 from . import reflection
 from .api.agents import AgentServicer
+from .api.interceptor import GateInterceptor
 from .api.projects import ProjectServicer
 from .api.tasks import TaskServicer
 from .api.teams import TeamServicer
-from .auth import AuthInterceptor
 from .config import ServerConfig
+from .gate import Gate
 from .ratelimit import RateLimiter
+from .waits import WaitHub
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The five API services, as descriptors (the permission test walks their methods).
 SERVICES = [
@@ -61,16 +67,68 @@ def _options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-@dataclass
 class RunningServer:
-    server: grpc.Server
-    health: health.HealthServicer
-    port: int
+    """A server running on its own event loop thread, driven from ordinary (sync) code."""
+
+    def __init__(self, config: ServerConfig, limiter: RateLimiter | None) -> None:
+        self.executor = futures.ThreadPoolExecutor(config.max_workers, thread_name_prefix="db")
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
+        self._thread.start()
+        try:
+            self.port = self._call(self._start(config, limiter))
+        except BaseException:
+            self._close_loop()
+            raise
+
+    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    async def _start(self, config: ServerConfig, limiter: RateLimiter | None) -> int:
+        self.hub = WaitHub(self.loop, self.executor)
+        self.server = grpc.aio.server(
+            interceptors=[GateInterceptor(Gate(config.rate_limits, limiter), self.executor)],
+            options=_options(config),
+        )
+        tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.hub), self.server)
+        projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(), self.server)
+        agents_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(), self.server)
+        webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
+            webhooks_pb2_grpc.WebhookServiceServicer(), self.server
+        )
+        teams_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(), self.server)
+
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if config.reflection:
+            reflection.enable([*SERVICE_NAMES, health.SERVICE_NAME], self.server)
+
+        port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        if port == 0:
+            raise OSError(f"cannot listen on {config.host}:{config.port}")
+        await self.server.start()
+        self.hub.start()
+        return port
 
     def stop(self, grace: float | None = None) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish for `grace` seconds."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        try:
+            self._call(self._stop(grace))
+        finally:
+            self._close_loop()
+
+    async def _stop(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.hub.close()
+
+    def _close_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def create_server(config: ServerConfig, limiter: RateLimiter | None = None) -> RunningServer:
@@ -78,29 +136,4 @@ def create_server(config: ServerConfig, limiter: RateLimiter | None = None) -> R
 
     `limiter` replaces the rate limiter's buckets (tests pass one with a manual clock).
     """
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
-        interceptors=[AuthInterceptor(config.rate_limits, limiter)],
-        options=_options(config),
-    )
-    tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(), server)
-    projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(), server)
-    agents_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(), server)
-    webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
-        webhooks_pb2_grpc.WebhookServiceServicer(), server
-    )
-    teams_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(), server)
-
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", *SERVICE_NAMES]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-    if config.reflection:
-        reflection.enable([*SERVICE_NAMES, health.SERVICE_NAME], server)
-
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
-    if port == 0:
-        raise OSError(f"cannot listen on {config.host}:{config.port}")
-    server.start()
-    return RunningServer(server, health_servicer, port)
+    return RunningServer(config, limiter)

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import grpc
 
-from agenttasks.server.auth import RateLimits
 from agenttasks.server.config import ServerConfig
 from agenttasks.server.domain import teams, tokens
+from agenttasks.server.ratelimit import RateLimits
 from agenttasks.server.server import create_server
 from agenttasks.server.storage import db, migrations
 from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2

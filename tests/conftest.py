@@ -12,9 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 import grpc
 import pytest
 
-from agenttasks.server.auth import RateLimits
 from agenttasks.server.config import ServerConfig
 from agenttasks.server.domain import teams
+from agenttasks.server.ratelimit import RateLimits
 from agenttasks.server.server import RunningServer, create_server
 from agenttasks.server.storage import db, migrations
 

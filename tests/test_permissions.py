@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 
-from agenttasks.server.auth import PERMISSIONS, Access
+from agenttasks.server.permissions import PERMISSIONS, Access
 from agenttasks.server.server import SERVICES
 from agenttasks.v1 import (
     agents_pb2,
@@ -32,7 +32,7 @@ NOT_YET_IMPLEMENTED = {
     path
     for path in METHODS
     if path.startswith("/agenttasks.v1.WebhookService/")
-    or path.rsplit("/", 1)[1] in ("ClaimNextTask", "HeartbeatTask", "WatchTasks")
+    or path.rsplit("/", 1)[1] == "HeartbeatTask"
 }
 INVALID = "Invalid or missing token"
 TEAM_MISMATCH = "team_id does not match the caller's team"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from agenttasks.server.auth import RateLimits
 from agenttasks.server.cli import _parser
-from agenttasks.server.ratelimit import RateLimiter
+from agenttasks.server.ratelimit import RateLimiter, RateLimits
 from agenttasks.v1 import tasks_pb2, teams_pb2
 
 from .conftest import new_team, start_server

@@ -38,7 +38,7 @@ def test_an_unexpected_failure_is_internal_and_shows_no_internals(world, monkeyp
         raise RuntimeError("database exploded at /srv/secret/path")
 
     monkeypatch.setattr(teams, "get_team", broken)
-    with caplog.at_level(logging.ERROR, logger="agenttasks.server.auth"):
+    with caplog.at_level(logging.ERROR, logger="agenttasks.server.api.interceptor"):
         body = raises("INTERNAL", world.admin.teams.GetTeam, teams_pb2.GetTeamRequest())
     request_id = re.fullmatch(r"Internal error \(request id ([0-9a-f]{16})\)", body.message)
     assert request_id, body.message

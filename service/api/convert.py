@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 
 from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
 
+from ..domain import events
 from ..domain.errors import ValidationError
 from ..domain.lifecycle import etag_of
 from ..domain.values import TokenKind
@@ -170,4 +171,39 @@ def task(row: models.Task) -> tasks_pb2.Task:
         attempt_count=row.attempt_count,
         max_attempts=row.max_attempts,
         progress=row.progress,
+    )
+
+
+def task_from_view(view: dict[str, Any]) -> tasks_pb2.Task:
+    """A Task message from an event's payload (domain.events format 1)."""
+    return tasks_pb2.Task(
+        id=view["id"],
+        team_id=view["teamId"],
+        project_id=view["projectId"],
+        title=view["title"],
+        description=view["description"],
+        status=TASK_STATUS_NUMBERS[view["status"]],
+        priority=events.PRIORITY_NUMBERS[view["priority"]],
+        assigned_agent_id=view["assignedAgentId"] or "",
+        result=view["result"] or "",
+        due_time=timestamp(events.micros_of_rfc3339(view["dueTime"])),
+        created_at=timestamp(events.micros_of_rfc3339(view["createdAt"])),
+        updated_at=timestamp(events.micros_of_rfc3339(view["updatedAt"])),
+        etag=view["etag"],
+        lease_expire_time=timestamp(events.micros_of_rfc3339(view["leaseExpireTime"])),
+        attempt_count=view["attemptCount"],
+        max_attempts=view["maxAttempts"],
+        progress=view["progress"],
+    )
+
+
+def watch_event(event: events.Event) -> tasks_pb2.WatchTasksResponse:
+    agent = tasks_pb2.ActingAgent(id=event.agent.id, name=event.agent.name) if event.agent else None
+    return tasks_pb2.WatchTasksResponse(
+        event_id=event.event_id,
+        event=event.event,
+        task=task_from_view(event.task),
+        agent=agent,
+        time=timestamp(event.time),
+        reason=event.reason,
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from agenttasks.v1 import projects_pb2 as pb
 from agenttasks.v1 import projects_pb2_grpc
 
-from ..auth import current_caller
 from ..domain import projects
 from . import convert
+from .interceptor import current_caller
 
 WRITABLE = {
     "name": lambda m: {"name": m.name},

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+
 from agenttasks.v1 import tasks_pb2 as pb
 from agenttasks.v1 import tasks_pb2_grpc
 
-from ..auth import current_caller
-from ..domain import tasks
+from ..domain import events, tasks
+from ..storage import models
+from ..waits import WaitHub
 from . import convert
+from .interceptor import current_caller
 
 WRITABLE = {
     "title": lambda m: {"title": m.title},
@@ -20,7 +25,18 @@ WRITABLE = {
 }
 
 
+# A watcher reads at most this many events per query; between reads it parks on the hub.
+WATCH_BATCH = 100
+# A parked watcher re-reads this often even without a wake-up (a missed poll costs no more).
+WATCH_IDLE_SECONDS = 15.0
+
+
 class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
+    """Unary methods run on the database pool; ClaimNextTask and WatchTasks wait on the loop."""
+
+    def __init__(self, hub: WaitHub) -> None:
+        self._hub = hub
+
     def ListTasks(self, request, context):
         where = tasks.TaskFilter(
             status=convert.task_status(request.status),
@@ -78,3 +94,57 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         status = convert.task_status(request.status) or ""
         task = tasks.move_task(current_caller(), request.task_id, status, request.etag)
         return pb.MoveTaskResponse(task=convert.task(task))
+
+    async def ClaimNextTask(self, request, context):
+        caller = current_caller()
+        wait_us = convert.micros_of(request, "wait")
+
+        def attempt() -> tuple[int, models.Task | None]:
+            seen = events.last_event_id(caller.team_id)  # before the attempt: no wake is lost
+            task = tasks.claim_next_task(
+                caller,
+                request.agent_id,
+                project_id=request.project_id,
+                priority=convert.task_priority(request.priority) or 0,
+                lease_us=convert.micros_of(request, "lease_duration"),
+                wait_us=wait_us,
+            )
+            return seen, task
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min((wait_us or 0) / 1e6, context.time_remaining() or math.inf)
+        while True:
+            seen, task = await self._hub.run(attempt)
+            if task is not None:
+                return pb.ClaimNextTaskResponse(task=convert.task(task))
+            if loop.time() >= deadline:
+                return pb.ClaimNextTaskResponse()
+            await self._hub.wait(caller.team_id, seen, deadline - loop.time())
+
+    async def WatchTasks(self, request, context):
+        caller = current_caller()
+        team_id = caller.team_id
+        where = {
+            "project_id": request.project_id or None,
+            "status": convert.task_status(request.status),
+            "assigned_agent_id": request.agent_id or None,
+            "priority": convert.task_priority(request.priority),
+        }
+
+        def read(cursor: int) -> tuple[int, list[events.Event]]:
+            newest = events.last_event_id(team_id)  # first: every event up to it is committed
+            return newest, events.events_after(team_id, cursor, WATCH_BATCH, **where)
+
+        cursor = request.after_event_id
+        if cursor <= 0:
+            cursor = await self._hub.run(events.last_event_id, team_id)
+        while True:
+            newest, batch = await self._hub.run(read, cursor)
+            for event in batch:
+                yield convert.watch_event(event)
+            if len(batch) == WATCH_BATCH:
+                cursor = batch[-1].event_id
+                continue
+            # Events up to `newest` that did not match the filters are passed over too.
+            cursor = max(newest, batch[-1].event_id if batch else cursor)
+            await self._hub.wait(team_id, cursor, WATCH_IDLE_SECONDS)

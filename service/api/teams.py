@@ -5,9 +5,9 @@ from __future__ import annotations
 from agenttasks.v1 import teams_pb2 as pb
 from agenttasks.v1 import teams_pb2_grpc
 
-from ..auth import current_caller
 from ..domain import teams
 from . import convert
+from .interceptor import current_caller
 
 _SETTINGS = {
     "settings.rate_limit_task_per_minute": lambda m: {

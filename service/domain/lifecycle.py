@@ -8,10 +8,9 @@ events are committed with it or not at all.
 
 from __future__ import annotations
 
-import json
-
 from ..storage.db import for_update
-from ..storage.models import Agent, Task, TaskEvent
+from ..storage.models import Agent, Task
+from .events import record as record_event
 from .lookup import one_of_team
 from .values import Caller, now_us
 
@@ -51,31 +50,6 @@ def lock_agent(agent_id: str) -> Agent | None:
     no longer act.
     """
     return for_update(Agent.select().where(Agent.id == agent_id)).first()
-
-
-def snapshot(task: Task) -> str:
-    return json.dumps(task.__data__, separators=(",", ":"))
-
-
-def from_snapshot(data: str) -> Task:
-    return Task(**json.loads(data))
-
-
-def record_event(task: Task, event: str, actor: Caller | None, reason: str = "") -> None:
-    agent_id = actor.agent_id if actor is not None else None
-    agent_name = None
-    if agent_id is not None:
-        agent_name = Agent.select(Agent.name).where(Agent.id == agent_id).scalar()
-    TaskEvent.create(
-        team=task.team_id,
-        task_id=task.id,
-        event=event,
-        agent_id=agent_id,
-        agent_name=agent_name,
-        reason=reason,
-        task_json=snapshot(task),
-        created_at=task.updated_at,
-    )
 
 
 def save_with_events(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..storage.db import write_transaction
+from ..storage.db import skip_locked, write_transaction
 from ..storage.models import Agent, Project, Task, Team
 from . import idempotency
 from .errors import (
@@ -276,6 +276,58 @@ def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None
         _require_active(claimant)
         _start(task, claimant, _lease_us(team_id, lease_us))
         return save_with_events(task, [CLAIMED], caller)
+
+
+MAX_WAIT_US = 60 * MICROS  # as SQS refuses a long poll over its maximum
+
+
+def claim_next_task(
+    caller: Caller,
+    agent_id: str,
+    project_id: str = "",
+    priority: int = 0,
+    lease_us: int | None = None,
+    wait_us: int | None = None,
+) -> Task | None:
+    """Claims the best todo task for the claimant, or None: high before low, then oldest.
+
+    Only tasks unassigned or assigned to the claimant qualify. Rows other transactions hold
+    are skipped (PostgreSQL), so concurrent callers never queue behind one task. `wait_us`
+    is only validated here: the transport waits between attempts.
+    """
+    checks = Checks()
+    claimant = _claimant(caller, agent_id, checks)
+    if priority:
+        _check_priority(checks, "priority", priority)
+    checks.duration("lease_duration", lease_us, MAX_LEASE_US)
+    checks.duration("wait", wait_us, MAX_WAIT_US)
+    checks.done()
+    team_id = caller.team_id
+    if project_id and not could_be_id(project_id):
+        return None
+    with write_transaction():
+        if not caller.is_agent:
+            _require_agent(team_id, claimant)
+        task = pick_next(team_id, claimant, project_id, priority)
+        if task is None:
+            return None
+        _require_active(claimant)
+        _start(task, claimant, _lease_us(team_id, lease_us))
+        return save_with_events(task, [CLAIMED], caller)
+
+
+def pick_next(team_id: str, claimant: str, project_id: str, priority: int) -> Task | None:
+    query = Task.select().where(
+        (Task.team == team_id)
+        & (Task.status == TODO)
+        & (Task.assigned_agent.is_null() | (Task.assigned_agent == claimant))
+    )
+    if project_id:
+        query = query.where(Task.project == project_id)
+    if priority:
+        query = query.where(Task.priority == priority)
+    ordered = query.order_by(Task.priority.desc(), Task.created_at, Task.seq).limit(1)
+    return skip_locked(ordered).first()
 
 
 def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "") -> Task:

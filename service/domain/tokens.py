@@ -65,7 +65,16 @@ def authenticate(token: str) -> Identity | None:
     row = queries.find_token(digest, now)
     if row is None:
         return None
-    team_id, stored_kind, agent_id, agent_status, last_active_at, task_limit, other_limit = row
+    (
+        team_id,
+        stored_kind,
+        agent_id,
+        agent_name,
+        agent_status,
+        last_active_at,
+        task_limit,
+        other_limit,
+    ) = row
     if stored_kind != kind.value:
         return None
     if kind is TokenKind.AGENT:
@@ -73,4 +82,5 @@ def authenticate(token: str) -> Identity | None:
             return None
         if last_active_at is None or last_active_at < now - LAST_ACTIVE_EVERY_US:
             queries.touch_agent(agent_id, now, now - LAST_ACTIVE_EVERY_US)
-    return Identity(Caller(team_id, kind, agent_id), digest, task_limit, other_limit)
+    caller = Caller(team_id, kind, agent_id, agent_name)
+    return Identity(caller, digest, task_limit, other_limit)

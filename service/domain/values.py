@@ -35,6 +35,7 @@ class Caller:
     team_id: str
     kind: TokenKind
     agent_id: str | None = None
+    agent_name: str | None = None  # for the events it causes, so they need no lookup
 
     @property
     def is_agent(self) -> bool:

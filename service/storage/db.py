@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import peewee
 from playhouse.db_url import connect as connect_url
@@ -44,11 +46,64 @@ def sql(statement: str) -> str:
     return statement.replace("?", database.obj.param) if is_postgres() else statement
 
 
+class _UnitOfWork(threading.local):
+    """Work the outermost write transaction of this thread does around its commit."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.before_commit: list[Callable[[], None]] = []
+        self.after_commit: list[Callable[[], None]] = []
+        self.state: dict[str, Any] = {}
+
+
+_unit = _UnitOfWork()
+
+
 @contextmanager
 def write_transaction() -> Iterator[None]:
-    """A transaction for work that writes; nested calls join the outer one."""
-    with database.atomic():
-        yield
+    """A transaction for work that writes; nested calls join the outer one.
+
+    The outermost one runs the `before_commit` callbacks last inside the transaction
+    (events are inserted there, see storage.events) and `after_commit` ones once committed.
+    """
+    if _unit.active:
+        with database.atomic():
+            yield
+        return
+    _unit.active = True
+    try:
+        with database.atomic():
+            yield
+            while _unit.before_commit:
+                _unit.before_commit.pop(0)()
+        for callback in _unit.after_commit:
+            callback()
+    finally:
+        _unit.active = False
+        _unit.before_commit.clear()
+        _unit.after_commit.clear()
+        _unit.state.clear()
+
+
+def transaction_state() -> dict[str, Any]:
+    """Scratch space of the current write transaction, emptied when it ends."""
+    if not _unit.active:
+        raise RuntimeError("transaction_state needs a write_transaction()")
+    return _unit.state
+
+
+def before_commit(callback: Callable[[], None]) -> None:
+    """Runs `callback` as the last work of the current write transaction."""
+    if not _unit.active:
+        raise RuntimeError("before_commit needs a write_transaction()")
+    _unit.before_commit.append(callback)
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Runs `callback` once the current write transaction has committed (never on rollback)."""
+    if not _unit.active:
+        raise RuntimeError("after_commit needs a write_transaction()")
+    _unit.after_commit.append(callback)
 
 
 def lock_for_migration() -> None:
@@ -70,3 +125,11 @@ def for_update(query):
     already holds the database's single write lock.
     """
     return query.for_update() if is_postgres() else query
+
+
+def skip_locked(query):
+    """Lock the selected rows, passing over rows another transaction holds (PostgreSQL).
+
+    SQLite's IMMEDIATE transaction already excludes every other writer.
+    """
+    return query.for_update("FOR UPDATE SKIP LOCKED") if is_postgres() else query

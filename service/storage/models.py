@@ -107,7 +107,11 @@ class Task(BaseModel):
 
 
 class TaskEvent(BaseModel):
-    """One task event, written in the transaction of the change that caused it."""
+    """One task event, written in the transaction of the change that caused it.
+
+    The columns are what readers filter on; `payload` is the task as clients see it, in
+    the versioned `format` that domain.events defines.
+    """
 
     event_id = pw.BigAutoField()
     team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
@@ -116,11 +120,19 @@ class TaskEvent(BaseModel):
     agent_id = pw.CharField(max_length=32, null=True)
     agent_name = pw.CharField(max_length=200, null=True)
     reason = pw.CharField(max_length=64, default="")
-    task_json = pw.TextField()  # the task right after the change
     created_at = pw.BigIntegerField()
+    project_id = pw.CharField(max_length=32, default="")
+    status = pw.CharField(max_length=16, default="")
+    priority = pw.SmallIntegerField(default=0)
+    assigned_agent_id = pw.CharField(max_length=32, null=True)
+    format = pw.SmallIntegerField(default=1)
+    payload = pw.TextField(default="{}")
 
     class Meta:
-        indexes = ((("team", "event_id"), False),)
+        indexes = (
+            (("team", "event_id"), False),
+            (("created_at",), False),
+        )
 
 
 class IdempotencyKey(BaseModel):

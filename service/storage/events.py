@@ -1,0 +1,145 @@
+"""The task event table: written last in the transaction of its change, read by cursor.
+
+A gap-free cursor. PostgreSQL hands out sequence values in one order and commits
+transactions in another, so a reader resuming "after event 41" could skip event 40 if 40
+committed after 41 was read. Here every transaction inserts its events as its very last
+work, holding a per-team advisory lock from the insert until its commit: within a team,
+event ids are therefore allocated in commit order, and "every event of team T with an id
+above C" never misses one that commits later. (SQLite has one writer at a time, so its
+ids are in commit order anyway.) Readers are per team: WatchTasks streams one team, and
+webhook fan-out keeps one cursor per team.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from peewee import fn
+
+from .db import after_commit, before_commit, database, is_postgres, transaction_state
+from .models import TaskEvent
+
+# Advisory lock class of the per-team event lock (the second key is the team's hash).
+_EVENTS_LOCK_CLASS = 7451002
+
+# Called after each commit that wrote events, with the ids of the teams they belong to.
+listeners: list[Callable[[set[str]], None]] = []
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One stored event, as readers get it (see domain.events for the payload contract)."""
+
+    event_id: int
+    team_id: str
+    task_id: str
+    event: str
+    reason: str
+    agent_id: str | None
+    agent_name: str | None
+    project_id: str
+    status: str
+    priority: int
+    assigned_agent_id: str | None
+    format: int
+    payload: str
+    created_at: int
+
+
+_COLUMNS = (
+    "event_id",
+    "team_id",
+    "task_id",
+    "event",
+    "reason",
+    "agent_id",
+    "agent_name",
+    "project_id",
+    "status",
+    "priority",
+    "assigned_agent_id",
+    "format",
+    "payload",
+    "created_at",
+)
+
+
+def queue(values: dict) -> None:
+    """Adds an event row (every column but event_id) to the current write transaction."""
+    state = transaction_state()
+    rows = state.get("events")
+    if rows is None:
+        rows = state["events"] = []
+        before_commit(lambda: _insert(rows))
+        after_commit(lambda: _notify({row["team"] for row in rows}))
+    rows.append({"team": values.pop("team_id"), **values})
+
+
+def _insert(rows: list[dict]) -> None:
+    if is_postgres():
+        for team_id in sorted({row["team"] for row in rows}):  # sorted: no lock-order deadlock
+            database.execute_sql(
+                "SELECT pg_advisory_xact_lock(%s, %s)", (_EVENTS_LOCK_CLASS, _team_key(team_id))
+            )
+    TaskEvent.insert_many(rows).execute()
+
+
+def _team_key(team_id: str) -> int:
+    return zlib.crc32(team_id.encode()) - 2**31  # a stable int4
+
+
+def _notify(team_ids: set[str]) -> None:
+    for listener in listeners:
+        listener(team_ids)
+
+
+def after(
+    team_id: str,
+    after_event_id: int,
+    limit: int,
+    *,
+    project_id: str | None = None,
+    status: str | None = None,
+    assigned_agent_id: str | None = None,
+    priority: int | None = None,
+) -> list[EventRow]:
+    """The team's events with ids above `after_event_id`, oldest first, never skipping one."""
+    columns = [TaskEvent._meta.columns[name] for name in _COLUMNS]
+    query = TaskEvent.select(*columns).where(
+        (TaskEvent.team == team_id) & (TaskEvent.event_id > after_event_id)
+    )
+    if project_id is not None:
+        query = query.where(TaskEvent.project_id == project_id)
+    if status is not None:
+        query = query.where(TaskEvent.status == status)
+    if assigned_agent_id is not None:
+        query = query.where(TaskEvent.assigned_agent_id == assigned_agent_id)
+    if priority is not None:
+        query = query.where(TaskEvent.priority == priority)
+    rows = query.order_by(TaskEvent.event_id).limit(limit).tuples()
+    return [EventRow(*row) for row in rows.iterator()]
+
+
+def last_event_id(team_id: str) -> int:
+    """The newest event id of the team (0 when it has none)."""
+    newest = TaskEvent.select(TaskEvent.event_id).where(TaskEvent.team == team_id)
+    row = newest.order_by(TaskEvent.event_id.desc()).limit(1).scalar()
+    return row or 0
+
+
+def oldest_event_id(team_id: str) -> int | None:
+    """The oldest event id the team still has (retention deletes older ones)."""
+    oldest = TaskEvent.select(TaskEvent.event_id).where(TaskEvent.team == team_id)
+    return oldest.order_by(TaskEvent.event_id).limit(1).scalar()
+
+
+def newest_of_teams(team_ids: Iterable[str]) -> dict[str, int]:
+    """Each named team's newest event id (an index probe per team; none: left out)."""
+    query = (
+        TaskEvent.select(TaskEvent.team, fn.MAX(TaskEvent.event_id))
+        .where(TaskEvent.team.in_(list(team_ids)))
+        .group_by(TaskEvent.team)
+    )
+    return {team_id: newest for team_id, newest in query.tuples().iterator()}
