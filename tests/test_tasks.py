@@ -1327,7 +1327,7 @@ def test_deactivating_an_agent_returns_its_tasks_in_progress_to_todo(board):
         assert events(task.id)[-1] == ("task.moved", None)
         row = TaskEvent.select().where(TaskEvent.task_id == task.id).order_by(-TaskEvent.event_id)
         assert row.first().reason == "agent_deactivated"
-        assert json.loads(row.first().task_json)["status"] == "todo"
+        assert json.loads(row.first().payload)["status"] == "todo"
     assert board.get(done.id) == done
     assert board.get(bobs.id) == bobs
     # Anyone else can pick the work up at once; Alice cannot act any more.
@@ -1480,13 +1480,13 @@ def test_each_event_row_holds_the_task_as_it_was_right_after_the_change(board):
 
     rows = list(TaskEvent.select().where(TaskEvent.task_id == task.id).order_by(TaskEvent.event_id))
 
-    snapshots = [json.loads(row.task_json) for row in rows]
-    assert [(s["status"], s["assigned_agent"], s.get("result")) for s in snapshots] == [
+    snapshots = [json.loads(row.payload) for row in rows]
+    assert [(s["status"], s["assignedAgentId"], s["result"]) for s in snapshots] == [
         ("todo", None, None),
         ("in_progress", board.alice.id, None),
         ("done", board.alice.id, "result text"),
     ]
-    assert [str(s["version"]) for s in snapshots] == [task.etag, claimed.etag, done.etag]
+    assert [s["etag"] for s in snapshots] == [task.etag, claimed.etag, done.etag]
     assert {row.team_id for row in rows} == {board.world.id}
     assert [row.agent_name for row in rows] == [None, "Alice", "Alice"]
 

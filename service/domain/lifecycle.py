@@ -9,6 +9,7 @@ events are committed with it or not at all.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from ..storage.db import for_update
 from ..storage.models import Agent, Task, TaskEvent
@@ -61,6 +62,38 @@ def from_snapshot(data: str) -> Task:
     return Task(**json.loads(data))
 
 
+def _rfc3339(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    seconds, fraction = divmod(micros, 1_000_000)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:06d}Z"
+
+
+def event_payload(task: Task) -> str:
+    """The task as an event's `payload`, format 1 (the layout migration 2 backfilled)."""
+    record = {
+        "id": task.id,
+        "teamId": task.team_id,
+        "projectId": task.project_id,
+        "title": task.title,
+        "description": task.description,
+        "status": task.status,
+        "priority": {1: "low", 2: "normal", 3: "high"}[task.priority],
+        "assignedAgentId": task.assigned_agent_id,
+        "result": task.result,
+        "progress": task.progress,
+        "dueTime": _rfc3339(task.due_time),
+        "createdAt": _rfc3339(task.created_at),
+        "updatedAt": _rfc3339(task.updated_at),
+        "etag": etag_of(task),
+        "leaseExpireTime": _rfc3339(task.lease_expire_at),
+        "attemptCount": task.attempt_count,
+        "maxAttempts": task.max_attempts,
+    }
+    return json.dumps(record, separators=(",", ":"))
+
+
 def record_event(task: Task, event: str, actor: Caller | None, reason: str = "") -> None:
     agent_id = actor.agent_id if actor is not None else None
     agent_name = None
@@ -73,8 +106,13 @@ def record_event(task: Task, event: str, actor: Caller | None, reason: str = "")
         agent_id=agent_id,
         agent_name=agent_name,
         reason=reason,
-        task_json=snapshot(task),
         created_at=task.updated_at,
+        project_id=task.project_id,
+        status=task.status,
+        priority=task.priority,
+        assigned_agent_id=task.assigned_agent_id,
+        format=1,
+        payload=event_payload(task),
     )
 
 
