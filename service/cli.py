@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "team":
             return team_create(args)
         return migrate(args)
-    except ConfigError as error:
+    except (ConfigError, migrations.SchemaTooNew) as error:
         print(f"agenttasks: {error}", file=sys.stderr)
         return 2
 
