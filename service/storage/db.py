@@ -128,8 +128,10 @@ def for_update(query):
 
 
 def skip_locked(query):
-    """Lock the selected rows, passing over rows another transaction holds (PostgreSQL).
+    """Lock the selected rows until the transaction ends, passing over rows already locked.
 
-    SQLite's IMMEDIATE transaction already excludes every other writer.
+    Callers in many processes (claim-next, workers) then pick from the same rows at once,
+    each taking a different share, instead of queueing behind one another. SQLite needs
+    nothing: its IMMEDIATE transaction already holds the database's single write lock.
     """
-    return query.for_update("FOR UPDATE SKIP LOCKED") if is_postgres() else query
+    return query.for_update(skip_locked=True) if is_postgres() else query
