@@ -9,8 +9,7 @@ import grpc
 import pytest
 
 from agenttasks.client import AgentTasksError, connect
-from agenttasks.server.auth import RateLimits
-from agenttasks.server.ratelimit import RateLimiter
+from agenttasks.server.ratelimit import RateLimiter, RateLimits
 from agenttasks.v1 import projects_pb2, tasks_pb2, teams_pb2
 
 from .conftest import new_team, start_server
