@@ -149,6 +149,14 @@ class IdempotencyKey(BaseModel):
         indexes = ((("team", "scope", "request_id"), True),)
 
 
+class RateLimitBucket(BaseModel):
+    """A token bucket shared by every process (storage.rate_buckets reads it with plain SQL)."""
+
+    bucket = pw.CharField(max_length=64, primary_key=True)
+    tokens = pw.DoubleField()
+    refilled_at = pw.DoubleField()
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=200)
@@ -163,4 +171,5 @@ MODELS: list[type[BaseModel]] = [
     Task,
     TaskEvent,
     IdempotencyKey,
+    RateLimitBucket,
 ]
