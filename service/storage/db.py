@@ -130,6 +130,10 @@ def write_transaction() -> Iterator[None]:
         _unit.state.clear()
 
 
+def in_write_transaction() -> bool:
+    return _unit.active
+
+
 def transaction_state() -> dict[str, Any]:
     """Scratch space of the current write transaction, emptied when it ends."""
     if not _unit.active:
