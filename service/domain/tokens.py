@@ -45,9 +45,6 @@ def issue(team_id: str, kind: TokenKind, agent_id: str | None = None) -> str:
 def retire(which: pw.Expression, grace_us: int = 0) -> None:
     """Stops the tokens matched by `which`: at once, or after `grace_us`."""
     forget_resolved()
-    if in_write_transaction():
-        # Again once committed: a call resolved meanwhile read the rows from before.
-        after_commit(forget_resolved)
     now = now_us()
     live = which & (ApiToken.expires_at.is_null() | (ApiToken.expires_at > now))
     if grace_us <= 0:
@@ -103,8 +100,15 @@ _cache = _Cache()
 
 
 def forget_resolved() -> None:
-    """Drops every token this process has resolved: the next call of each reads the database."""
+    """Drops every token this process has resolved: the next call of each reads the database.
+
+    Called by whatever changes what a token resolves to (retired tokens, a team's limits, an
+    agent's name or status). Inside a write transaction it clears again once committed: a
+    call resolved meanwhile read the rows from before.
+    """
     _cache.clear()
+    if in_write_transaction():
+        after_commit(_cache.clear)
 
 
 def authenticate(token: str) -> Identity | None:
