@@ -154,13 +154,57 @@ def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict
                 key: statistics.median(r[side][key] for r in rounds)
                 for key in ("calls_per_s", "p50_ms", "p99_ms")
             }
-        result["ratio"] = result["target"]["calls_per_s"] / result["ceiling"]["calls_per_s"]
+        # Each round's pair saw the same moment of the machine: the median of their ratios.
+        result["ratio"] = statistics.median(
+            r["target"]["calls_per_s"] / r["ceiling"]["calls_per_s"] for r in rounds
+        )
         result["exhausted"] = any(r["target"]["exhausted"] for r in rounds)
     return results
 
 
+def profile(bench: Bench, backend: str, url: str, scenario: str) -> None:
+    """Samples our server with py-spy while `scenario` runs; writes collapsed stacks and SVG."""
+    import subprocess
+    import sys
+
+    seconds = bench.args.duration
+    REPORT.parent.mkdir(exist_ok=True)
+    stem = REPORT.parent / f"profile-{scenario.split('→')[0]}-{backend}"
+    with _server(serve_agenttasks, url, bench.args.max_workers) as (world, conn, _):
+        extra: dict[str, Any] = {}
+        if scenario in ("ClaimTask→CompleteTask", "ClaimNextTask"):
+            conn.send(("seed", world["projects"]["queue"], 20_000))
+            extra["claimable"] = conn.recv()
+        spies = [
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--nonblocking",
+                    "--threads",
+                    "--pid",
+                    str(world["pid"]),
+                    "--duration",
+                    str(int(seconds)),
+                    "--format",
+                    form,
+                    "--output",
+                    f"{stem}.{suffix}",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            for form, suffix in (("raw", "txt"), ("flamegraph", "svg"))
+        ]
+        job = bench.job(scenario, world["port"], world, **extra)
+        job.duration, job.warmup = seconds + 1, 0.0
+        print(scenario, bench.measure(job, bench.args.clients))
+        for spy in spies:
+            spy.wait()
+    print(f"wrote {stem}.txt (collapsed stacks) and {stem}.svg")
+
+
 def print_table(backend: str, results: dict[str, Any]) -> None:
-    print(f"\n{backend} (medians of rounds; ceiling measured just before each)")
+    print(f"\n{backend} (medians of rounds; ratio: median of the rounds' target/ceiling)")
     print(
         f"  {'scenario':24} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'ceiling/s':>10} {'ratio':>6}"
@@ -183,6 +227,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-workers", type=int, default=32, help="server's thread pool")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one backend")
+    parser.add_argument(
+        "--profile", choices=SCENARIOS, help="instead: sample the server under this load"
+    )
     parser.add_argument(
         "--latency-repeat", type=int, default=200, help="calls per row of the latency table"
     )
@@ -210,11 +257,16 @@ def main() -> None:
                 if url is None:
                     print(f"\n{backend}: skipped (no server at the given URL)")
                     continue
+                if args.profile:
+                    profile(bench, backend, url, args.profile)
+                    continue
                 results = run_backend(bench, backend, url, ceiling["port"])
                 report["backends"][backend] = results
                 print_table(backend, results)
         finally:
             next(postgres, None)
+    if args.profile:
+        return
     if args.latency_repeat:
         print("\nOne call at a time (mean latency)")
         with tempfile.TemporaryDirectory() as folder:
