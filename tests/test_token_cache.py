@@ -63,7 +63,17 @@ def test_last_active_is_written_at_most_once_a_minute(world):
 
 def test_another_process_refuses_a_revoked_token_within_the_bound(world, database_url, tmp_path):
     agent, client = world.agent()
-    with Served(tmp_path, "--db", database_url, "--no-workers") as served:
+    # Limits off: failed attempts from this address are shared through the database.
+    limits_off = ("--rate-limit-task", "0", "--rate-limit-other", "0")
+    with Served(
+        tmp_path,
+        "--db",
+        database_url,
+        "--no-workers",
+        *limits_off,
+        "--rate-limit-auth-failures",
+        "0",
+    ) as served:
         served.wait_serving()
         elsewhere = served.client(client.token)
         who(elsewhere)  # the other process now remembers the token
