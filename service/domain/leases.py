@@ -1,0 +1,65 @@
+"""Expired leases: a task whose holder stopped heartbeating goes back to todo (or is cancelled)."""
+
+from __future__ import annotations
+
+from ..storage.claims import skip_locked
+from ..storage.db import write_transaction
+from ..storage.models import Task
+from .lifecycle import (
+    CANCELLED,
+    CANCELLED_EVENT,
+    IN_PROGRESS,
+    MOVED,
+    TODO,
+    clear_lease,
+    save_with_events,
+)
+
+LEASE_EXPIRED = "lease_expired"
+MAX_ATTEMPTS_EXCEEDED = "max_attempts_exceeded"
+
+
+def is_due(task: Task, now_us: int) -> bool:
+    """Whether the task's lease has run out at `now_us` (a task without a lease never is)."""
+    return (
+        task.status == IN_PROGRESS
+        and task.lease_expire_at is not None
+        and task.lease_expire_at <= now_us
+    )
+
+
+def expire(task: Task) -> Task:
+    """Ends the lease of a locked, due task: back to todo, or cancelled past max_attempts.
+
+    Call inside a write transaction, after `is_due` said yes on the locked row.
+    """
+    task.assigned_agent = None
+    clear_lease(task)
+    task.attempt_count += 1
+    if task.max_attempts > 0 and task.attempt_count >= task.max_attempts:
+        task.status = CANCELLED
+        return save_with_events(task, [MOVED, CANCELLED_EVENT], None, MAX_ATTEMPTS_EXCEEDED)
+    task.status = TODO
+    return save_with_events(task, [MOVED], None, LEASE_EXPIRED)
+
+
+def expire_due_leases(now_us: int, limit: int = 100) -> int:
+    """Expires up to `limit` leases that ran out at `now_us`; returns how many.
+
+    The rows are claimed (skip-locked on PostgreSQL), so sweepers in any number of
+    processes each take different tasks, and each condition is checked again on the
+    locked row: a task completed or heartbeated meanwhile is left alone.
+    """
+    due = (
+        Task.select()
+        .where((Task.status == IN_PROGRESS) & (Task.lease_expire_at <= now_us))
+        .order_by(Task.lease_expire_at)
+        .limit(limit)
+    )
+    expired = 0
+    with write_transaction():
+        for task in skip_locked(due):
+            if is_due(task, now_us):
+                expire(task)
+                expired += 1
+    return expired
