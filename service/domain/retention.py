@@ -1,0 +1,27 @@
+"""Event retention: task events older than the retention are deleted, oldest first."""
+
+from __future__ import annotations
+
+from ..storage.claims import skip_locked
+from ..storage.db import write_transaction
+from ..storage.models import TaskEvent
+
+
+def delete_events_before(cutoff_us: int, limit: int = 1000) -> int:
+    """Deletes up to `limit` of the oldest events created before `cutoff_us`; returns how many.
+
+    Picks by `event_id` (the primary key, so no scan of the table): events are numbered
+    in about the order they were written, so the oldest ids are the oldest events. An
+    event a little out of order waits for a later run. Rows another worker is deleting
+    are skipped, not waited for.
+    """
+    oldest = (
+        TaskEvent.select(TaskEvent.event_id, TaskEvent.created_at)
+        .order_by(TaskEvent.event_id)
+        .limit(limit)
+    )
+    with write_transaction():
+        doomed = [row.event_id for row in skip_locked(oldest) if row.created_at < cutoff_us]
+        if not doomed:
+            return 0
+        return TaskEvent.delete().where(TaskEvent.event_id.in_(doomed)).execute()
