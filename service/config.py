@@ -31,6 +31,32 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `text`: plain seconds (`3600`) or a number and one unit (`90s`, `15m`,
+    `12h`, `7d`). Raises ValueError otherwise."""
+    text = text.strip().lower()
+    scale = _DURATION_UNITS.get(text[-1:], 0)
+    seconds = float(text[:-1] if scale else text) * (scale or 1)
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(text)
+    return seconds
+
+
+def _env_duration(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a duration such as 3600, 90s, 15m, 12h or 7d, not {value!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "[::]"
@@ -46,6 +72,10 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     # Largest request accepted and response sent (a task's result alone may be 1 MiB).
     max_message_bytes: int = 8 * 1024 * 1024
+    # Background jobs (lease sweeper, event retention) beside the server.
+    run_workers: bool = True
+    # Seconds task events are kept (WatchTasks can resume within it); 0 keeps them forever.
+    event_retention: float = 7 * 86400.0
 
     @classmethod
     def from_env(cls) -> ServerConfig:
@@ -65,4 +95,6 @@ class ServerConfig:
             ),
             shutdown_grace=_env_number("AGENTTASKS_SHUTDOWN_GRACE", cls.shutdown_grace, float),
             workers=_env_int("AGENTTASKS_WORKERS", cls.workers),
+            run_workers=not _env_flag("AGENTTASKS_NO_WORKERS"),
+            event_retention=_env_duration("AGENTTASKS_EVENT_RETENTION", cls.event_retention),
         )

@@ -1,0 +1,36 @@
+"""The background jobs every worker runs; a new job is one more line in `default_jobs`."""
+
+from __future__ import annotations
+
+from ..config import ServerConfig
+from ..domain import leases, retention
+from ..domain.values import MICROS
+from .runner import Job
+
+SWEEP_INTERVAL = 1.0  # seconds: the contract says an expired lease is swept within one
+SWEEP_BATCH = 100
+RETENTION_INTERVAL = 60.0
+RETENTION_BATCH = 1000
+
+
+def lease_sweeper(interval: float = SWEEP_INTERVAL, batch: int = SWEEP_BATCH) -> Job:
+    return Job("lease-sweeper", lambda now: leases.expire_due_leases(now, batch), interval, batch)
+
+
+def event_retention(
+    retention_s: float, interval: float = RETENTION_INTERVAL, batch: int = RETENTION_BATCH
+) -> Job:
+    keep_us = int(retention_s * MICROS)
+    return Job(
+        "event-retention",
+        lambda now: retention.delete_events_before(now - keep_us, batch),
+        interval,
+        batch,
+    )
+
+
+def default_jobs(config: ServerConfig) -> list[Job]:
+    jobs = [lease_sweeper()]
+    if config.event_retention > 0:  # 0 keeps events forever
+        jobs.append(event_retention(config.event_retention))
+    return jobs
