@@ -1,4 +1,4 @@
-"""The `agenttasks` command: serve, team create, migrate."""
+"""The `agenttasks` command: serve, worker, team create, migrate."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 
-from .config import ConfigError, ServerConfig
+from . import workers
+from .config import ConfigError, ServerConfig, parse_duration
 from .domain import teams
 from .domain.errors import ValidationError
 from .ratelimit import RateLimits
@@ -27,6 +28,26 @@ def _db_argument(parser: argparse.ArgumentParser) -> None:
         help="database URL: sqlite:///file.db, sqlite:////abs/file.db or "
         "postgresql://user@host:5432/db (env AGENTTASKS_DB_URL; default %(default)s)",
     )
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 3600, 90s, 15m, 12h or 7d"
+        ) from None
+
+
+def _worker_arguments(parser: argparse.ArgumentParser, defaults: ServerConfig) -> None:
+    parser.add_argument(
+        "--event-retention",
+        type=_duration,
+        default=defaults.event_retention,
+        help="how long task events are kept: seconds, or 90s, 15m, 12h, 7d; 0 keeps them "
+        "forever (env AGENTTASKS_EVENT_RETENTION; default 7d)",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("AGENTTASKS_LOG_LEVEL", "INFO"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +107,19 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.shutdown_grace,
         help="seconds in-flight calls get on SIGTERM/SIGINT (%(default)s)",
     )
-    serve.add_argument("--log-level", default=os.environ.get("AGENTTASKS_LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--no-workers",
+        action="store_true",
+        default=not defaults.run_workers,
+        help="serve only: run no background jobs (env AGENTTASKS_NO_WORKERS=1)",
+    )
+    _worker_arguments(serve, defaults)
+
+    worker = commands.add_parser(
+        "worker", help="run the background jobs only (lease sweeper, event retention)"
+    )
+    _db_argument(worker)
+    _worker_arguments(worker, defaults)
 
     team = commands.add_parser("team", help="manage teams")
     team_commands = team.add_subparsers(dest="team_command", required=True)
@@ -105,12 +138,16 @@ def _open(url: str) -> None:
     migrations.migrate()
 
 
-def serve(args: argparse.Namespace) -> int:
-    level = logging.getLevelName(args.log_level.upper())
+def _configure_logging(level_name: str) -> None:
+    level = logging.getLevelName(level_name.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Peewee logs every statement with its parameters at DEBUG; those may hold secrets
     # (webhook signing keys), so its statements stay out of the log at any level.
     logging.getLogger("peewee").setLevel(logging.INFO)
+
+
+def serve(args: argparse.Namespace) -> int:
+    _configure_logging(args.log_level)
     config = dataclasses.replace(
         ServerConfig.from_env(),
         host=args.host,
@@ -124,6 +161,8 @@ def serve(args: argparse.Namespace) -> int:
             args.rate_limit_task, args.rate_limit_other, args.rate_limit_auth_failures
         ),
         shutdown_grace=args.shutdown_grace,
+        run_workers=not args.no_workers,
+        event_retention=args.event_retention,
     )
     if config.workers < 1 or (config.workers > 1 and config.port == 0):
         raise ConfigError("--workers must be at least 1, and more than 1 needs a fixed --port")
@@ -160,9 +199,25 @@ def _serve_here(config: ServerConfig) -> int:
         _safe_url(config.db_url),
         os.getpid(),
     )
+    runner = workers.start(config)
     _wait_for_signal()
     log.info("shutting down: in-flight calls get %.0f s", config.shutdown_grace)
+    runner.stop(config.shutdown_grace)
     running.stop(config.shutdown_grace)
+    return 0
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Runs the background jobs until SIGTERM/SIGINT, then finishes the items in hand."""
+    _configure_logging(args.log_level)
+    config = dataclasses.replace(
+        ServerConfig.from_env(), db_url=args.db, event_retention=args.event_retention
+    )
+    _open(config.db_url)
+    runner = workers.start(dataclasses.replace(config, run_workers=True))
+    log.info("worker running (database %s, pid %d)", _safe_url(config.db_url), os.getpid())
+    _wait_for_signal()
+    runner.stop(config.shutdown_grace)
     return 0
 
 
@@ -224,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "serve":
             return serve(args)
+        if args.command == "worker":
+            return worker(args)
         if args.command == "team":
             return team_create(args)
         return migrate(args)
