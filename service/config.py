@@ -76,6 +76,8 @@ class ServerConfig:
     run_workers: bool = True
     # Seconds task events are kept (WatchTasks can resume within it); 0 keeps them forever.
     event_retention: float = 7 * 86400.0
+    # Seconds an endpoint may keep failing before it is disabled.
+    webhook_disable_after: float = 3 * 86400.0
 
     @classmethod
     def from_env(cls) -> ServerConfig:
@@ -97,4 +99,7 @@ class ServerConfig:
             workers=_env_int("AGENTTASKS_WORKERS", cls.workers),
             run_workers=not _env_flag("AGENTTASKS_NO_WORKERS"),
             event_retention=_env_duration("AGENTTASKS_EVENT_RETENTION", cls.event_retention),
+            webhook_disable_after=_env_duration(
+                "AGENTTASKS_WEBHOOK_DISABLE_AFTER", cls.webhook_disable_after
+            ),
         )
