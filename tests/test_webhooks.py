@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -505,3 +506,29 @@ def test_deliveries_list_newest_first_by_status_and_pages(team, receiver):
     )
     assert [d.id for d in rest.deliveries] == [ids[0]] and rest.next_page_token == ""
     assert deliveries(team, hook.id, pb.WEBHOOK_DELIVERY_STATUS_SUCCEEDED) == []
+
+
+# --- the README's receiver -------------------------------------------------------------------
+
+
+def readme_receiver(secret: str, monkeypatch) -> dict:
+    """The README's Python receiver, loaded as a module (its server is not started)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### A receiver in Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setenv("WEBHOOK_SECRET", secret)
+    namespace: dict = {"__name__": "readme_receiver"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_the_readme_receiver_verifies_real_deliveries(team, receiver, dispatch, monkeypatch):
+    created = create(team, receiver.url)
+    dispatch()
+    team.admin.webhooks.TestWebhook(pb.TestWebhookRequest(webhook_id=created.webhook.id))
+    (request,) = wait_until(lambda: receiver.received())
+    headers = {name.title(): value for name, value in request.headers.items()}  # any case
+    verify = readme_receiver(created.secret, monkeypatch)["verify"]
+    assert verify(request.body, headers)["event"] == "ping"
+    with pytest.raises(ValueError):
+        verify(request.body + b" ", headers)
