@@ -370,4 +370,6 @@ def test_a_bad_setting_is_a_clear_error_not_a_traceback(tmp_path):
         timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "agenttasks: AGENTTASKS_PORT must be a number, not 'eighty'"
+    assert done.stderr.strip() == (
+        "agenttasks: AGENTTASKS_PORT must be a whole number from 0 to 65535, not 'eighty'"
+    )

@@ -140,18 +140,18 @@ class TaskEvent(BaseModel):
     agent_name = pw.CharField(max_length=200, null=True)
     reason = pw.CharField(max_length=64, default="")
     created_at = pw.BigIntegerField()
-    project_id = pw.CharField(max_length=32, default="")
-    status = pw.CharField(max_length=16, default="")
-    priority = pw.SmallIntegerField(default=0)
+    # The task right after the change: the columns readers filter on, and the whole task
+    # as `payload`, a JSON record whose layout is named by `format` (see migration 2).
+    project_id = pw.CharField(max_length=32, default="", constraints=[pw.SQL("DEFAULT ''")])
+    status = pw.CharField(max_length=16, default="", constraints=[pw.SQL("DEFAULT ''")])
+    priority = pw.SmallIntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
     assigned_agent_id = pw.CharField(max_length=32, null=True)
-    format = pw.SmallIntegerField(default=1)
-    payload = pw.TextField(default="{}")
+    format = pw.SmallIntegerField(default=1, constraints=[pw.SQL("DEFAULT 1")])
+    payload = pw.TextField(default="{}", constraints=[pw.SQL("DEFAULT '{}'")])
 
     class Meta:
-        indexes = (
-            (("team", "event_id"), False),
-            (("created_at",), False),
-        )
+        # created_at: retention deletes events by age.
+        indexes = ((("team", "event_id"), False), (("created_at",), False))
 
 
 class IdempotencyKey(BaseModel):
@@ -169,7 +169,7 @@ class IdempotencyKey(BaseModel):
 
 
 class Webhook(BaseModel):
-    """An endpoint that receives the team's task events (created by migration 3)."""
+    """An endpoint that receives the team's task events (created by migration 4)."""
 
     team_id: str
 
@@ -249,6 +249,14 @@ class WebhookAttempt(BaseModel):
         indexes = ((("delivery", "seq"), False),)
 
 
+class RateLimitBucket(BaseModel):
+    """A token bucket shared by every process (storage.rate_buckets reads it with plain SQL)."""
+
+    bucket = pw.CharField(max_length=64, primary_key=True)
+    tokens = pw.DoubleField()
+    refilled_at = pw.DoubleField()
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=200)
@@ -263,4 +271,9 @@ MODELS: list[type[BaseModel]] = [
     Task,
     TaskEvent,
     IdempotencyKey,
+    RateLimitBucket,
+    Webhook,
+    WebhookCursor,
+    WebhookDelivery,
+    WebhookAttempt,
 ]

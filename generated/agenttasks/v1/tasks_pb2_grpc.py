@@ -213,6 +213,9 @@ class TaskServiceServicer:
         """Streams the team's task events as they happen, with the same filters as
         `ListTasks`. A client that reconnects with `after_event_id` first
         receives every event it missed (events are kept 7 days by default).
+        The audit read: with the Team API Key, no filters and `after_event_id` = 1,
+        it replays who (the acting agent, unset for the Team API Key) did what to
+        which task and when, for every retained event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,10 +1,10 @@
-"""Migration 3: the webhook tables, from model copies frozen as they stood when it was written."""
+"""Migration 4: the webhook tables, from model copies frozen as they stood when it was written."""
 
 from __future__ import annotations
 
 import peewee as pw
 
-from .db import database
+from ..db import database
 
 
 class _Base(pw.Model):
