@@ -180,6 +180,7 @@ def test_another_teams_webhook_is_not_found(team, receiver, hooks_channel):
         "https://192.168.0.10/hook",
         "http://0.0.0.0/hook",
         "http://224.0.0.1/hook",
+        "http://[::ffff:127.0.0.1]/hook",
     ],
 )
 def test_private_addresses_are_refused_without_the_flag(world, url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ from . import ssrf
 TIMEOUT_S = 10.0  # success is a 2xx within this (SPEC §6)
 CONNECT_TIMEOUT_S = 5.0
 BODY_KEPT = 1024  # bytes of the response body kept in the attempt log; no more is read
+
+# httpx logs every request's URL at INFO; a receiver's URL may carry its own credentials,
+# and every attempt is in the delivery log already.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
