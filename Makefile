@@ -51,7 +51,7 @@ lint: venv
 	$(BIN)/mypy service client
 
 bench: venv
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
