@@ -114,6 +114,8 @@ class ServerConfig:
     run_workers: bool = True
     # Seconds task events are kept (WatchTasks can resume within it); 0 keeps them forever.
     event_retention: float = 7 * 86400.0
+    # Seconds an endpoint may keep failing before it is disabled.
+    webhook_disable_after: float = 3 * 86400.0
 
     @classmethod
     def from_env(cls) -> ServerConfig:
@@ -137,4 +139,7 @@ class ServerConfig:
             log_level=_env("AGENTTASKS_LOG_LEVEL", log_level, cls.log_level),
             run_workers=not _env("AGENTTASKS_NO_WORKERS", flag, False),
             event_retention=_env("AGENTTASKS_EVENT_RETENTION", duration, cls.event_retention),
+            webhook_disable_after=_env(
+                "AGENTTASKS_WEBHOOK_DISABLE_AFTER", duration, cls.webhook_disable_after
+            ),
         )

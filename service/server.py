@@ -31,6 +31,7 @@ from .api.interceptor import GateInterceptor
 from .api.projects import ProjectServicer
 from .api.tasks import TaskServicer
 from .api.teams import TeamServicer
+from .api.webhooks import WebhookServicer
 from .config import ServerConfig
 from .gate import Gate
 from .ratelimit import RateLimiter
@@ -111,7 +112,7 @@ class RunningServer:
         projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(), self.server)
         agents_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(), self.server)
         webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
-            webhooks_pb2_grpc.WebhookServiceServicer(), self.server
+            WebhookServicer(config.allow_private_webhooks), self.server
         )
         teams_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(), self.server)
 

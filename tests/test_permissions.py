@@ -28,12 +28,7 @@ METHODS = {
     for service in SERVICES
     for method in service.methods
 }
-NOT_YET_IMPLEMENTED = {
-    path
-    for path in METHODS
-    if path.startswith("/agenttasks.v1.WebhookService/")
-    or path.rsplit("/", 1)[1] == "HeartbeatTask"
-}
+NOT_YET_IMPLEMENTED = {path for path in METHODS if path.rsplit("/", 1)[1] == "HeartbeatTask"}
 INVALID = "Invalid or missing token"
 TEAM_MISMATCH = "team_id does not match the caller's team"
 RESOURCE_MESSAGES = {"Task", "Project", "Agent", "Team"}

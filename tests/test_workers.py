@@ -100,9 +100,10 @@ def test_stop_gives_up_on_a_stuck_job_after_its_timeout(caplog):
 def test_start_honours_no_workers():
     assert workers.start(ServerConfig(run_workers=False)).stop(1)
     names = [job.name for job in workers.default_jobs(ServerConfig())]
-    assert names == ["lease-sweeper", "event-retention"]
+    assert names == ["lease-sweeper", "event-retention", "webhook-dispatcher"]
     assert [j.name for j in workers.default_jobs(ServerConfig(event_retention=0))] == [
-        "lease-sweeper"
+        "lease-sweeper",
+        "webhook-dispatcher",
     ]
 
 

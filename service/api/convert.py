@@ -56,7 +56,7 @@ def micros_of(message: Message, field: str) -> int | None:
     return value.ToMicroseconds()
 
 
-def _enum(values: dict[int, Any], field: str, number: int, *, allow_unset: bool = True) -> Any:
+def enum_value(values: dict[int, Any], field: str, number: int, *, allow_unset: bool = True) -> Any:
     if number == 0 and allow_unset:
         return None
     if number not in values:
@@ -85,15 +85,15 @@ TOKEN_KINDS = {
 
 
 def task_status(number: int, field: str = "status", *, allow_unset: bool = True) -> str | None:
-    return _enum(TASK_STATUSES, field, number, allow_unset=allow_unset)
+    return enum_value(TASK_STATUSES, field, number, allow_unset=allow_unset)
 
 
 def task_priority(number: int, field: str = "priority") -> int | None:
-    return _enum(TASK_PRIORITIES, field, number)
+    return enum_value(TASK_PRIORITIES, field, number)
 
 
 def agent_status(number: int, field: str = "status") -> str | None:
-    return _enum(AGENT_STATUSES, field, number)
+    return enum_value(AGENT_STATUSES, field, number)
 
 
 # --- update masks --------------------------------------------------------------------------

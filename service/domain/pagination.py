@@ -1,4 +1,4 @@
-"""Keyset pagination: oldest first by (created_at, seq), with opaque, filter-bound tokens."""
+"""Keyset pagination by (created_at, seq), oldest (or newest) first, with opaque tokens."""
 
 from __future__ import annotations
 
@@ -67,11 +67,18 @@ def _token(created_at: int, seq: int, fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def paginate(query: pw.ModelSelect[Any], model: Any, page: Page) -> tuple[list, str]:
+def paginate(
+    query: pw.ModelSelect[Any], model: Any, page: Page, *, newest_first: bool = False
+) -> tuple[list, str]:
     """Runs `query` for one page; returns its rows and the next page's token ("" if last)."""
+    key = pw.Tuple(model.created_at, model.seq)
     if page.after is not None:
-        query = query.where(pw.Tuple(model.created_at, model.seq) > pw.Tuple(*page.after))
-    rows = list(query.order_by(model.created_at, model.seq).limit(page.size + 1))
+        after = pw.Tuple(*page.after)
+        query = query.where(key < after if newest_first else key > after)
+    order = (model.created_at, model.seq)
+    if newest_first:
+        order = (model.created_at.desc(), model.seq.desc())
+    rows = list(query.order_by(*order).limit(page.size + 1))
     if len(rows) <= page.size:
         return rows, ""
     rows = rows[: page.size]

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import peewee as pw
 
 from .db import database
+
+_SECRET = re.compile(r"whsec_[A-Za-z0-9+/=]+")
+
+
+class _RedactSecrets(logging.Filter):
+    """Peewee logs each statement with its parameters at DEBUG, and webhook secrets are
+    stored recoverable (they sign deliveries): they are blanked before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "whsec_" in text:
+            record.msg, record.args = _SECRET.sub("whsec_[redacted]", text), ()
+        return True
+
+
+logging.getLogger("peewee").addFilter(_RedactSecrets())
 
 
 class BaseModel(pw.Model):
@@ -149,6 +168,87 @@ class IdempotencyKey(BaseModel):
         indexes = ((("team", "scope", "request_id"), True),)
 
 
+class Webhook(BaseModel):
+    """An endpoint that receives the team's task events (created by migration 4)."""
+
+    team_id: str
+
+    seq = pw.BigAutoField()
+    id = pw.CharField(max_length=32, unique=True)
+    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
+    url = pw.CharField(max_length=2000)
+    events = pw.TextField(default="")  # comma-separated event names; empty means all
+    description = pw.TextField(default="")
+    active = pw.BooleanField(default=True)
+    disabled_reason = pw.CharField(max_length=500, default="")
+    # The signing secret, recoverable because every delivery is signed with it.
+    secret = pw.CharField(max_length=100)
+    # The secret before the last rotation; signs beside the new one until it expires.
+    previous_secret = pw.CharField(max_length=100, null=True)
+    previous_secret_expires_at = pw.BigIntegerField(null=True)
+    # Only events after this one go to this endpoint (the team's newest at creation).
+    after_event_id = pw.BigIntegerField(default=0)
+    # When the current run of failed attempts began (None while the endpoint succeeds).
+    failing_since = pw.BigIntegerField(null=True)
+    created_at = pw.BigIntegerField()
+    updated_at = pw.BigIntegerField()
+
+    class Meta:
+        indexes = ((("team", "created_at", "seq"), False),)
+
+
+class WebhookCursor(BaseModel):
+    """How far the team's events have been fanned out into deliveries (one row per team)."""
+
+    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE", primary_key=True)
+    last_event_id = pw.BigIntegerField(default=0)
+
+
+class WebhookDelivery(BaseModel):
+    """One event for one endpoint: the outbox row the dispatcher claims and retries."""
+
+    webhook_id: str
+
+    seq = pw.BigAutoField()
+    id = pw.CharField(max_length=36, unique=True)  # UUID v4, sent on every attempt
+    webhook = pw.ForeignKeyField(Webhook, field=Webhook.id, on_delete="CASCADE")
+    event = pw.CharField(max_length=32)
+    event_id = pw.BigIntegerField(null=True)  # None for `ping`
+    payload = pw.TextField()  # the exact body, so every attempt sends the same bytes
+    status = pw.CharField(max_length=16, default="pending")
+    attempt_count = pw.IntegerField(default=0)  # attempts of the current series
+    next_attempt_at = pw.BigIntegerField(null=True)
+    # A dispatcher holds the delivery until then; its token makes its result count.
+    lease_until = pw.BigIntegerField(null=True)
+    lease_token = pw.CharField(max_length=32, null=True)
+    created_at = pw.BigIntegerField()
+    updated_at = pw.BigIntegerField()
+
+    class Meta:
+        indexes = (
+            (("webhook", "event_id"), True),
+            (("webhook", "created_at", "seq"), False),
+            (("status", "next_attempt_at"), False),
+        )
+
+
+class WebhookAttempt(BaseModel):
+    """One HTTP attempt of a delivery, kept for ListWebhookDeliveries."""
+
+    delivery_id: str
+
+    seq = pw.BigAutoField()
+    delivery = pw.ForeignKeyField(WebhookDelivery, field=WebhookDelivery.id, on_delete="CASCADE")
+    started_at = pw.BigIntegerField()
+    status_code = pw.IntegerField(default=0)
+    duration_us = pw.BigIntegerField(default=0)
+    error = pw.CharField(max_length=500, default="")
+    response_body = pw.TextField(default="")  # the first 1 KB
+
+    class Meta:
+        indexes = ((("delivery", "seq"), False),)
+
+
 class RateLimitBucket(BaseModel):
     """A token bucket shared by every process (storage.rate_buckets reads it with plain SQL)."""
 
@@ -172,4 +272,8 @@ MODELS: list[type[BaseModel]] = [
     TaskEvent,
     IdempotencyKey,
     RateLimitBucket,
+    Webhook,
+    WebhookCursor,
+    WebhookDelivery,
+    WebhookAttempt,
 ]

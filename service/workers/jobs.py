@@ -5,6 +5,8 @@ from __future__ import annotations
 from ..config import ServerConfig
 from ..domain import leases, retention
 from ..domain.values import MICROS
+from ..webhooks.dispatcher import BATCH, INTERVAL_S, Dispatcher
+from ..webhooks.http import HttpSender
 from .runner import Job
 
 SWEEP_INTERVAL = 1.0  # seconds: the contract says an expired lease is swept within one
@@ -29,8 +31,17 @@ def event_retention(
     )
 
 
+def webhook_dispatcher(config: ServerConfig) -> Job:
+    dispatcher = Dispatcher(
+        HttpSender(allow_private=config.allow_private_webhooks),
+        disable_after_s=config.webhook_disable_after,
+    )
+    return Job("webhook-dispatcher", dispatcher.run_once, INTERVAL_S, BATCH)
+
+
 def default_jobs(config: ServerConfig) -> list[Job]:
     jobs = [lease_sweeper()]
     if config.event_retention > 0:  # 0 keeps events forever
         jobs.append(event_retention(config.event_retention))
+    jobs.append(webhook_dispatcher(config))
     return jobs

@@ -28,7 +28,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61genttasks/v1/webhooks.proto\x12\ragenttasks.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x01\n\x07Webhook\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07team_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0e\n\x06\x65vents\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12\x1d\n\x0f\x64isabled_reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x93\x01\n\x16WebhookDeliveryAttempt\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\xa7\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.agenttasks.v1.WebhookDeliveryStatus\x12\x37\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32%.agenttasks.v1.WebhookDeliveryAttempt\x12\x35\n\x11next_attempt_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x08 \x01(\t\"s\n\x14\x43reateWebhookRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x11\n\x03url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"P\n\x15\x43reateWebhookResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\x12\x0e\n\x06secret\x18\x02 \x01(\t\"M\n\x13ListWebhooksRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x14ListWebhooksResponse\x12(\n\x08webhooks\x18\x01 \x03(\x0b\x32\x16.agenttasks.v1.Webhook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetWebhookRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x12GetWebhookResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\"v\n\x14UpdateWebhookRequest\x12-\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.WebhookB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x15UpdateWebhookResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\"0\n\x14\x44\x65leteWebhookRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteWebhookResponse\"6\n\x1aRotateWebhookSecretRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"V\n\x1bRotateWebhookSecretResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x95\x01\n\x1cListWebhookDeliveriesRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.agenttasks.v1.WebhookDeliveryStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"l\n\x1dListWebhookDeliveriesResponse\x12\x32\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.agenttasks.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x1fRedeliverWebhookDeliveryRequest\x12\x19\n\x0b\x64\x65livery_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"T\n RedeliverWebhookDeliveryResponse\x12\x30\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1e.agenttasks.v1.WebhookDelivery\".\n\x12TestWebhookRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x13TestWebhookResponse\x12\x30\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1e.agenttasks.v1.WebhookDelivery*\xb0\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x02\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x03\x32\x85\x07\n\x0eWebhookService\x12Z\n\rCreateWebhook\x12#.agenttasks.v1.CreateWebhookRequest\x1a$.agenttasks.v1.CreateWebhookResponse\x12W\n\x0cListWebhooks\x12\".agenttasks.v1.ListWebhooksRequest\x1a#.agenttasks.v1.ListWebhooksResponse\x12Q\n\nGetWebhook\x12 .agenttasks.v1.GetWebhookRequest\x1a!.agenttasks.v1.GetWebhookResponse\x12Z\n\rUpdateWebhook\x12#.agenttasks.v1.UpdateWebhookRequest\x1a$.agenttasks.v1.UpdateWebhookResponse\x12Z\n\rDeleteWebhook\x12#.agenttasks.v1.DeleteWebhookRequest\x1a$.agenttasks.v1.DeleteWebhookResponse\x12l\n\x13RotateWebhookSecret\x12).agenttasks.v1.RotateWebhookSecretRequest\x1a*.agenttasks.v1.RotateWebhookSecretResponse\x12r\n\x15ListWebhookDeliveries\x12+.agenttasks.v1.ListWebhookDeliveriesRequest\x1a,.agenttasks.v1.ListWebhookDeliveriesResponse\x12{\n\x18RedeliverWebhookDelivery\x12..agenttasks.v1.RedeliverWebhookDeliveryRequest\x1a/.agenttasks.v1.RedeliverWebhookDeliveryResponse\x12T\n\x0bTestWebhook\x12!.agenttasks.v1.TestWebhookRequest\x1a\".agenttasks.v1.TestWebhookResponseB^\n\x11\x64\x65v.agenttasks.v1P\x01ZGgithub.com/agenttasks/agenttasks-grpc/gen/go/agenttasks/v1;agenttasksv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61genttasks/v1/webhooks.proto\x12\ragenttasks.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x01\n\x07Webhook\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07team_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0e\n\x06\x65vents\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12\x1d\n\x0f\x64isabled_reason\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xaa\x01\n\x16WebhookDeliveryAttempt\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x15\n\rresponse_body\x18\x05 \x01(\t\"\xa7\x02\n\x0fWebhookDelivery\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nwebhook_id\x18\x02 \x01(\t\x12\r\n\x05\x65vent\x18\x03 \x01(\t\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.agenttasks.v1.WebhookDeliveryStatus\x12\x37\n\x08\x61ttempts\x18\x05 \x03(\x0b\x32%.agenttasks.v1.WebhookDeliveryAttempt\x12\x35\n\x11next_attempt_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x08 \x01(\t\"s\n\x14\x43reateWebhookRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x11\n\x03url\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06\x65vents\x18\x03 \x03(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"P\n\x15\x43reateWebhookResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\x12\x0e\n\x06secret\x18\x02 \x01(\t\"M\n\x13ListWebhooksRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Y\n\x14ListWebhooksResponse\x12(\n\x08webhooks\x18\x01 \x03(\x0b\x32\x16.agenttasks.v1.Webhook\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetWebhookRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"=\n\x12GetWebhookResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\"v\n\x14UpdateWebhookRequest\x12-\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.WebhookB\x04\xe2\x41\x01\x02\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"@\n\x15UpdateWebhookResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\"0\n\x14\x44\x65leteWebhookRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x17\n\x15\x44\x65leteWebhookResponse\"g\n\x1aRotateWebhookSecretRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x0cgrace_period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"V\n\x1bRotateWebhookSecretResponse\x12\'\n\x07webhook\x18\x01 \x01(\x0b\x32\x16.agenttasks.v1.Webhook\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x95\x01\n\x1cListWebhookDeliveriesRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.agenttasks.v1.WebhookDeliveryStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"l\n\x1dListWebhookDeliveriesResponse\x12\x32\n\ndeliveries\x18\x01 \x03(\x0b\x32\x1e.agenttasks.v1.WebhookDelivery\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x1fRedeliverWebhookDeliveryRequest\x12\x19\n\x0b\x64\x65livery_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"T\n RedeliverWebhookDeliveryResponse\x12\x30\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1e.agenttasks.v1.WebhookDelivery\".\n\x12TestWebhookRequest\x12\x18\n\nwebhook_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x13TestWebhookResponse\x12\x30\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x1e.agenttasks.v1.WebhookDelivery*\xb0\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x02\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x03\x32\x85\x07\n\x0eWebhookService\x12Z\n\rCreateWebhook\x12#.agenttasks.v1.CreateWebhookRequest\x1a$.agenttasks.v1.CreateWebhookResponse\x12W\n\x0cListWebhooks\x12\".agenttasks.v1.ListWebhooksRequest\x1a#.agenttasks.v1.ListWebhooksResponse\x12Q\n\nGetWebhook\x12 .agenttasks.v1.GetWebhookRequest\x1a!.agenttasks.v1.GetWebhookResponse\x12Z\n\rUpdateWebhook\x12#.agenttasks.v1.UpdateWebhookRequest\x1a$.agenttasks.v1.UpdateWebhookResponse\x12Z\n\rDeleteWebhook\x12#.agenttasks.v1.DeleteWebhookRequest\x1a$.agenttasks.v1.DeleteWebhookResponse\x12l\n\x13RotateWebhookSecret\x12).agenttasks.v1.RotateWebhookSecretRequest\x1a*.agenttasks.v1.RotateWebhookSecretResponse\x12r\n\x15ListWebhookDeliveries\x12+.agenttasks.v1.ListWebhookDeliveriesRequest\x1a,.agenttasks.v1.ListWebhookDeliveriesResponse\x12{\n\x18RedeliverWebhookDelivery\x12..agenttasks.v1.RedeliverWebhookDeliveryRequest\x1a/.agenttasks.v1.RedeliverWebhookDeliveryResponse\x12T\n\x0bTestWebhook\x12!.agenttasks.v1.TestWebhookRequest\x1a\".agenttasks.v1.TestWebhookResponseB^\n\x11\x64\x65v.agenttasks.v1P\x01ZGgithub.com/agenttasks/agenttasks-grpc/gen/go/agenttasks/v1;agenttasksv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,50 +62,50 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REDELIVERWEBHOOKDELIVERYREQUEST'].fields_by_name['delivery_id']._serialized_options = b'\342A\001\002'
   _globals['_TESTWEBHOOKREQUEST'].fields_by_name['webhook_id']._loaded_options = None
   _globals['_TESTWEBHOOKREQUEST'].fields_by_name['webhook_id']._serialized_options = b'\342A\001\002'
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2301
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=2477
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=2373
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=2549
   _globals['_WEBHOOK']._serialized_start=180
   _globals['_WEBHOOK']._serialized_end=435
   _globals['_WEBHOOKDELIVERYATTEMPT']._serialized_start=438
-  _globals['_WEBHOOKDELIVERYATTEMPT']._serialized_end=585
-  _globals['_WEBHOOKDELIVERY']._serialized_start=588
-  _globals['_WEBHOOKDELIVERY']._serialized_end=883
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=885
-  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1000
-  _globals['_CREATEWEBHOOKRESPONSE']._serialized_start=1002
-  _globals['_CREATEWEBHOOKRESPONSE']._serialized_end=1082
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1084
-  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1161
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1163
-  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1252
-  _globals['_GETWEBHOOKREQUEST']._serialized_start=1254
-  _globals['_GETWEBHOOKREQUEST']._serialized_end=1299
-  _globals['_GETWEBHOOKRESPONSE']._serialized_start=1301
-  _globals['_GETWEBHOOKRESPONSE']._serialized_end=1362
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1364
-  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1482
-  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_start=1484
-  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_end=1548
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1550
-  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1598
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1600
-  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1623
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1625
-  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1679
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1681
-  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1767
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1770
-  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1919
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1921
-  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2029
-  _globals['_REDELIVERWEBHOOKDELIVERYREQUEST']._serialized_start=2031
-  _globals['_REDELIVERWEBHOOKDELIVERYREQUEST']._serialized_end=2091
-  _globals['_REDELIVERWEBHOOKDELIVERYRESPONSE']._serialized_start=2093
-  _globals['_REDELIVERWEBHOOKDELIVERYRESPONSE']._serialized_end=2177
-  _globals['_TESTWEBHOOKREQUEST']._serialized_start=2179
-  _globals['_TESTWEBHOOKREQUEST']._serialized_end=2225
-  _globals['_TESTWEBHOOKRESPONSE']._serialized_start=2227
-  _globals['_TESTWEBHOOKRESPONSE']._serialized_end=2298
-  _globals['_WEBHOOKSERVICE']._serialized_start=2480
-  _globals['_WEBHOOKSERVICE']._serialized_end=3381
+  _globals['_WEBHOOKDELIVERYATTEMPT']._serialized_end=608
+  _globals['_WEBHOOKDELIVERY']._serialized_start=611
+  _globals['_WEBHOOKDELIVERY']._serialized_end=906
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_start=908
+  _globals['_CREATEWEBHOOKREQUEST']._serialized_end=1023
+  _globals['_CREATEWEBHOOKRESPONSE']._serialized_start=1025
+  _globals['_CREATEWEBHOOKRESPONSE']._serialized_end=1105
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_start=1107
+  _globals['_LISTWEBHOOKSREQUEST']._serialized_end=1184
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_start=1186
+  _globals['_LISTWEBHOOKSRESPONSE']._serialized_end=1275
+  _globals['_GETWEBHOOKREQUEST']._serialized_start=1277
+  _globals['_GETWEBHOOKREQUEST']._serialized_end=1322
+  _globals['_GETWEBHOOKRESPONSE']._serialized_start=1324
+  _globals['_GETWEBHOOKRESPONSE']._serialized_end=1385
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_start=1387
+  _globals['_UPDATEWEBHOOKREQUEST']._serialized_end=1505
+  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_start=1507
+  _globals['_UPDATEWEBHOOKRESPONSE']._serialized_end=1571
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_start=1573
+  _globals['_DELETEWEBHOOKREQUEST']._serialized_end=1621
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_start=1623
+  _globals['_DELETEWEBHOOKRESPONSE']._serialized_end=1646
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=1648
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=1751
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=1753
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=1839
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_start=1842
+  _globals['_LISTWEBHOOKDELIVERIESREQUEST']._serialized_end=1991
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_start=1993
+  _globals['_LISTWEBHOOKDELIVERIESRESPONSE']._serialized_end=2101
+  _globals['_REDELIVERWEBHOOKDELIVERYREQUEST']._serialized_start=2103
+  _globals['_REDELIVERWEBHOOKDELIVERYREQUEST']._serialized_end=2163
+  _globals['_REDELIVERWEBHOOKDELIVERYRESPONSE']._serialized_start=2165
+  _globals['_REDELIVERWEBHOOKDELIVERYRESPONSE']._serialized_end=2249
+  _globals['_TESTWEBHOOKREQUEST']._serialized_start=2251
+  _globals['_TESTWEBHOOKREQUEST']._serialized_end=2297
+  _globals['_TESTWEBHOOKRESPONSE']._serialized_start=2299
+  _globals['_TESTWEBHOOKRESPONSE']._serialized_end=2370
+  _globals['_WEBHOOKSERVICE']._serialized_start=2552
+  _globals['_WEBHOOKSERVICE']._serialized_end=3453
 # @@protoc_insertion_point(module_scope)

@@ -47,16 +47,18 @@ class Webhook(_message.Message):
     def __init__(self, id: _Optional[str] = ..., team_id: _Optional[str] = ..., url: _Optional[str] = ..., events: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., active: _Optional[bool] = ..., disabled_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class WebhookDeliveryAttempt(_message.Message):
-    __slots__ = ("time", "status_code", "duration", "error")
+    __slots__ = ("time", "status_code", "duration", "error", "response_body")
     TIME_FIELD_NUMBER: _ClassVar[int]
     STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_BODY_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     status_code: int
     duration: _duration_pb2.Duration
     error: str
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status_code: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    response_body: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status_code: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., error: _Optional[str] = ..., response_body: _Optional[str] = ...) -> None: ...
 
 class WebhookDelivery(_message.Message):
     __slots__ = ("id", "webhook_id", "event", "status", "attempts", "next_attempt_time", "created_at", "payload")
@@ -155,10 +157,12 @@ class DeleteWebhookResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class RotateWebhookSecretRequest(_message.Message):
-    __slots__ = ("webhook_id",)
+    __slots__ = ("webhook_id", "grace_period")
     WEBHOOK_ID_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_FIELD_NUMBER: _ClassVar[int]
     webhook_id: str
-    def __init__(self, webhook_id: _Optional[str] = ...) -> None: ...
+    grace_period: _duration_pb2.Duration
+    def __init__(self, webhook_id: _Optional[str] = ..., grace_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RotateWebhookSecretResponse(_message.Message):
     __slots__ = ("webhook", "secret")

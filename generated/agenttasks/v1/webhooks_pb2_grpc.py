@@ -33,7 +33,11 @@ class WebhookServiceStub:
     Deliveries carry `X-AgentTasks-Event`, `X-AgentTasks-Delivery`,
     `X-AgentTasks-Signature: sha256=<hex HMAC-SHA256 of the body>` and the
     Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
-    `webhook-signature`. They are retried with backoff for about 3 days.
+    `webhook-signature`. A 2xx within 10 s is success; redirects are not
+    followed. Failures are retried with backoff and jitter for about 3 days (the
+    README has the table); `410 Gone` disables the endpoint at once, and so does
+    failing for 3 days in a row (configurable). Deliveries are at least once and
+    in no particular order.
     """
 
     def __init__(self, channel):
@@ -97,7 +101,11 @@ class WebhookServiceServicer:
     Deliveries carry `X-AgentTasks-Event`, `X-AgentTasks-Delivery`,
     `X-AgentTasks-Signature: sha256=<hex HMAC-SHA256 of the body>` and the
     Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
-    `webhook-signature`. They are retried with backoff for about 3 days.
+    `webhook-signature`. A 2xx within 10 s is success; redirects are not
+    followed. Failures are retried with backoff and jitter for about 3 days (the
+    README has the table); `410 Gone` disables the endpoint at once, and so does
+    failing for 3 days in a row (configurable). Deliveries are at least once and
+    in no particular order.
     """
 
     def CreateWebhook(self, request, context):
@@ -138,7 +146,9 @@ class WebhookServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RotateWebhookSecret(self, request, context):
-        """Issues a new signing secret, returned once; the old one stops at once.
+        """Issues a new signing secret, returned once. The old one keeps signing
+        beside it for `grace_period` (default 24 h): each delivery then carries
+        both signatures, so receivers can switch secrets without losing one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,14 +162,18 @@ class WebhookServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RedeliverWebhookDelivery(self, request, context):
-        """Queues a delivery again as a new pending attempt series.
+        """Queues a delivery again, due now: the same delivery id and body, a new
+        series of attempts (the earlier attempts stay in the log). A delivery to
+        an inactive endpoint waits until the endpoint is active again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def TestWebhook(self, request, context):
-        """Queues a `ping` event to the webhook.
+        """Queues a `ping` event to the webhook, delivered like any other event
+        (whatever its `events` filter). Body:
+        `{"event": "ping", "timestamp", "teamId", "data": {"webhookId"}}`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -229,7 +243,11 @@ class WebhookService:
     Deliveries carry `X-AgentTasks-Event`, `X-AgentTasks-Delivery`,
     `X-AgentTasks-Signature: sha256=<hex HMAC-SHA256 of the body>` and the
     Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
-    `webhook-signature`. They are retried with backoff for about 3 days.
+    `webhook-signature`. A 2xx within 10 s is success; redirects are not
+    followed. Failures are retried with backoff and jitter for about 3 days (the
+    README has the table); `410 Gone` disables the endpoint at once, and so does
+    failing for 3 days in a row (configurable). Deliveries are at least once and
+    in no particular order.
     """
 
     @staticmethod
