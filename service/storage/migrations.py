@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..domain.values import now_us
+from . import m004_queue
 from .db import database, lock_for_migration, write_transaction
 from .models import MODELS, SchemaMigration
 
@@ -21,6 +22,7 @@ def _initial_schema() -> None:
 
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
+    (4, "work queue", m004_queue.apply),
 ]
 
 
