@@ -29,10 +29,7 @@ METHODS = {
     for method in service.methods
 }
 NOT_YET_IMPLEMENTED = {
-    path
-    for path in METHODS
-    if path.startswith("/agenttasks.v1.WebhookService/")
-    or path.rsplit("/", 1)[1] == "HeartbeatTask"
+    path for path in METHODS if path.startswith("/agenttasks.v1.WebhookService/")
 }
 INVALID = "Invalid or missing token"
 TEAM_MISMATCH = "team_id does not match the caller's team"
