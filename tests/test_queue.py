@@ -10,10 +10,16 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from agenttasks.server.domain import events as domain_events
+from agenttasks.server.domain import teams
+from agenttasks.server.ratelimit import RateLimits
+from agenttasks.server.storage import events as stored_events
 from agenttasks.v1 import agents_pb2, projects_pb2
 from agenttasks.v1 import tasks_pb2 as pb
 
-from .helpers import raises
+from .conftest import start_server
+from .fresh import fresh_database
+from .helpers import Client, raises
 from .test_tasks import (
     CANCELLED,
     DONE,
@@ -443,3 +449,38 @@ def test_a_request_id_reused_with_other_content_is_refused(board: Board):
         body = raises("VALIDATION_ERROR", call)
         assert body.violations == ["request_id"]
     assert board.create(title="Once", request_id="reuse-1") == board.get(first.id)
+
+
+def test_a_resume_point_retention_passed_is_refused_naming_the_oldest_event_kept(backend, tmp_path):
+    with fresh_database(backend, tmp_path):
+        team, key = teams.create_team("Old watchers")
+        running = start_server(rate_limits=RateLimits(0, 0, 0))
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                admin = Client(channel, key)
+                project = admin.projects.CreateProject(
+                    projects_pb2.CreateProjectRequest(name="P")
+                ).project
+                for n in range(3):
+                    admin.tasks.CreateTask(
+                        pb.CreateTaskRequest(project_id=project.id, title=f"t{n}")
+                    )
+                first, second, third = (
+                    e.event_id for e in domain_events.events_after(team.id, 0, 10)
+                )
+                stored_events.note_retention(second)
+
+                body = raises(
+                    "EVENTS_EXPIRED",
+                    admin.tasks.WatchTasks,
+                    pb.WatchTasksRequest(after_event_id=first),
+                )
+                kept = _take(
+                    admin.tasks.WatchTasks(pb.WatchTasksRequest(after_event_id=second), timeout=20),
+                    1,
+                )
+        finally:
+            running.stop(0)
+
+    assert f"the oldest event kept is {third}" in body.message
+    assert [e.event_id for e in kept] == [third]

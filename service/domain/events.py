@@ -163,8 +163,8 @@ def check_resumable(team_id: str, after_event_id: int) -> None:
     mark = stored.retention_mark()
     if after_event_id >= mark:
         return
-    oldest = stored.oldest_event_id(team_id)
-    kept = f"the oldest event kept is {oldest}" if oldest else "no older events are kept"
+    oldest = stored.after(team_id, mark, 1)  # events at or below the mark may be going
+    kept = f"the oldest event kept is {oldest[0].event_id}" if oldest else "none is kept"
     raise EventsExpired(
         f"Events after {after_event_id} are no longer kept (retention deleted events up to"
         f" {mark}; {kept}): list the tasks again, then watch from {mark} or from now"

@@ -110,11 +110,14 @@ def _status_as_seen(status: str, now: int):
     """SQL condition: the row reads as `status` at `now` (expired leases included)."""
     lapsed = leases.lapsed(now)
     if status == TODO:
-        return (Task.status == TODO) | (lapsed & ~leases.cancels())
+        # The IN lets the (team, status, ...) index find the open rows among millions done.
+        lapsed_todo = (Task.status == TODO) | (lapsed & ~leases.cancels())
+        return Task.status.in_((TODO, IN_PROGRESS)) & lapsed_todo
     if status == IN_PROGRESS:
         return (Task.status == IN_PROGRESS) & leases.live(now)
     if status == CANCELLED:
-        return (Task.status == CANCELLED) | (lapsed & leases.cancels())
+        lapsed_cancelled = (Task.status == CANCELLED) | (lapsed & leases.cancels())
+        return Task.status.in_((CANCELLED, IN_PROGRESS)) & lapsed_cancelled
     return Task.status == status
 
 
@@ -394,7 +397,12 @@ def next_lease_end(team_id: str) -> int | None:
 
 
 def pick_next(team_id: str, claimant: str, project_id: str, priority: int) -> Task | None:
-    """The best todo task for the claimant, locked (index task_pick_next backs it)."""
+    """The best todo task for the claimant, locked."""
+    return skip_locked(pick_query(team_id, claimant, project_id, priority)).first()
+
+
+def pick_query(team_id: str, claimant: str, project_id: str, priority: int):
+    """ClaimNextTask's selection, best first (index task_pick_next backs its order)."""
     query = Task.select().where(
         (Task.team == team_id)
         & (Task.status == TODO)
@@ -404,8 +412,7 @@ def pick_next(team_id: str, claimant: str, project_id: str, priority: int) -> Ta
         query = query.where(Task.project == project_id)
     if priority:
         query = query.where(Task.priority == priority)
-    ordered = query.order_by(Task.priority.desc(), Task.created_at, Task.seq).limit(1)
-    return skip_locked(ordered).first()
+    return query.order_by(Task.priority.desc(), Task.created_at, Task.seq).limit(1)
 
 
 def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "") -> Task:
