@@ -4,6 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PROTOS := $(wildcard protos/agenttasks/v1/*.proto)
+# Flags for `make run`, e.g. make run ARGS="--port 50052".
+ARGS ?=
+# pip stays quiet (no version check, no build backend's warnings), so the Team API Key
+# that `make run` prints is not lost under a wall of install output.
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONWARNINGS=ignore \
+  $(BIN)/python -m pip install -q --no-warn-script-location
 
 .PHONY: venv run test test-fast proto proto-check lint bench clean
 
@@ -11,12 +17,12 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[server,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: venv
-	$(BIN)/agenttasks serve
+	$(BIN)/agenttasks serve $(ARGS)
 
 test: venv
 	$(BIN)/pytest -q
@@ -40,12 +46,12 @@ proto-check: venv
 
 lint: venv
 	$(BIN)/buf lint
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
-	$(BIN)/mypy service
+	$(BIN)/ruff check service client tests examples
+	$(BIN)/ruff format --check service client tests examples
+	$(BIN)/mypy service client
 
 bench: venv
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

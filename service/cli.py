@@ -1,113 +1,145 @@
-"""The `agenttasks` command: serve, worker, team create, migrate."""
+"""The `agenttasks` command: serve, worker, team create/list/rotate-key, migrate."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from importlib import metadata
 
-from . import workers
-from .config import ConfigError, ServerConfig, parse_duration
+from . import cli_teams, config, workers
+from .config import ConfigError, ServerConfig
 from .domain import teams
-from .domain.errors import ValidationError
 from .ratelimit import RateLimits
 from .storage import db, migrations
 
 log = logging.getLogger("agenttasks")
 
 
+def _setting(flag: str, parse: Callable[[str, str], object]) -> Callable[[str], object]:
+    """An argparse `type` that names `flag` in its one-line error (a ConfigError)."""
+    return lambda text: parse(flag, text)
+
+
 def _db_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
-        default=os.environ.get("AGENTTASKS_DB_URL", db.DEFAULT_URL),
-        help="database URL: sqlite:///file.db, sqlite:////abs/file.db or "
+        metavar="URL",
+        default=os.environ.get("AGENTTASKS_DB_URL", "").strip() or db.DEFAULT_URL,
+        help="database URL: sqlite:///relative.db, sqlite:////abs/path.db or "
         "postgresql://user@host:5432/db (env AGENTTASKS_DB_URL; default %(default)s)",
     )
 
 
-def _duration(text: str) -> float:
+def _version() -> str:
     try:
-        return parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration such as 3600, 90s, 15m, 12h or 7d"
-        ) from None
+        return metadata.version("agenttasks-grpc")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 def _worker_arguments(parser: argparse.ArgumentParser, defaults: ServerConfig) -> None:
+    """Options of everything that runs the background jobs (serve and worker)."""
     parser.add_argument(
         "--event-retention",
-        type=_duration,
+        metavar="DURATION",
+        type=_setting("--event-retention", config.duration),
         default=defaults.event_retention,
         help="how long task events are kept: seconds, or 90s, 15m, 12h, 7d; 0 keeps them "
         "forever (env AGENTTASKS_EVENT_RETENTION; default 7d)",
     )
-    parser.add_argument("--log-level", default=os.environ.get("AGENTTASKS_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        type=_setting("--log-level", config.log_level),
+        default=defaults.log_level,
+        help=f"one of {', '.join(config.LOG_LEVELS)} (env AGENTTASKS_LOG_LEVEL; "
+        "default %(default)s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     defaults = ServerConfig.from_env()
     parser = argparse.ArgumentParser(prog="agenttasks", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.set_defaults(run=run_serve, usage_of=serve)
     _db_argument(serve)
-    serve.add_argument("--host", default=defaults.host, help="listen address (default %(default)s)")
-    serve.add_argument("--port", type=int, default=defaults.port, help="default %(default)s")
-    serve.add_argument(
+    option = serve.add_argument
+    option(
+        "--host",
+        metavar="H",
+        default=defaults.host,
+        help="listen address (env AGENTTASKS_HOST; default %(default)s)",
+    )
+    option(
+        "--port",
+        metavar="P",
+        type=_setting("--port", config.port),
+        default=defaults.port,
+        help="listen port, 0-65535; 0 picks a free one (env AGENTTASKS_PORT; default %(default)s)",
+    )
+    option(
         "--workers",
-        type=int,
+        metavar="N",
+        type=_setting("--workers", config.count(1)),
         default=defaults.workers,
-        help="server processes sharing the port (default %(default)s)",
+        help="server processes sharing the port (env AGENTTASKS_WORKERS; default %(default)s)",
     )
-    serve.add_argument(
+    option(
         "--max-workers",
-        type=int,
+        metavar="N",
+        type=_setting("--max-workers", config.count(1)),
         default=defaults.max_workers,
-        help="threads serving calls concurrently in each process (default %(default)s)",
+        help="threads serving calls concurrently in each process "
+        "(env AGENTTASKS_MAX_WORKERS; default %(default)s)",
     )
-    serve.add_argument(
+    option(
         "--no-reflection",
         action="store_true",
         default=not defaults.reflection,
-        help="turn server reflection off",
+        help="turn server reflection off (env AGENTTASKS_NO_REFLECTION=1)",
     )
-    serve.add_argument(
+    option(
         "--allow-private-webhooks",
         action="store_true",
         default=defaults.allow_private_webhooks,
-        help="let webhooks target private and loopback addresses (development)",
+        help="let webhooks target private and loopback addresses, for development "
+        "(env AGENTTASKS_ALLOW_PRIVATE_WEBHOOKS=1)",
     )
-    serve.add_argument(
-        "--rate-limit-task",
-        type=int,
-        default=defaults.rate_limits.task,
-        help="TaskService calls per token per minute, 0 disables (%(default)s)",
-    )
-    serve.add_argument(
-        "--rate-limit-other",
-        type=int,
-        default=defaults.rate_limits.other,
-        help="other calls per token per minute, 0 disables (%(default)s)",
-    )
-    serve.add_argument(
-        "--rate-limit-auth-failures",
-        type=int,
-        default=defaults.rate_limits.auth_failures,
-        help="failed authentications per client address per minute (%(default)s)",
-    )
-    serve.add_argument(
+    for flag, env, default, what in (
+        ("task", "TASK", defaults.rate_limits.task, "TaskService calls per token per minute"),
+        ("other", "OTHER", defaults.rate_limits.other, "other calls per token per minute"),
+        (
+            "auth-failures",
+            "AUTH_FAILURES",
+            defaults.rate_limits.auth_failures,
+            "failed authentications per client address per minute",
+        ),
+    ):
+        option(
+            f"--rate-limit-{flag}",
+            metavar="N",
+            type=_setting(f"--rate-limit-{flag}", config.count(0)),
+            default=default,
+            help=f"{what}, 0 disables (env AGENTTASKS_RATE_LIMIT_{env}; default %(default)s)",
+        )
+    option(
         "--shutdown-grace",
-        type=float,
+        metavar="SECONDS",
+        type=_setting("--shutdown-grace", config.seconds),
         default=defaults.shutdown_grace,
-        help="seconds in-flight calls get on SIGTERM/SIGINT (%(default)s)",
+        help="seconds in-flight calls get on SIGTERM/SIGINT "
+        "(env AGENTTASKS_SHUTDOWN_GRACE; default %(default)s)",
     )
-    serve.add_argument(
+    option(
         "--no-workers",
         action="store_true",
         default=not defaults.run_workers,
@@ -118,37 +150,42 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser(
         "worker", help="run the background jobs only (lease sweeper, event retention)"
     )
+    worker.set_defaults(run=run_worker, usage_of=worker)
     _db_argument(worker)
     _worker_arguments(worker, defaults)
 
-    team = commands.add_parser("team", help="manage teams")
-    team_commands = team.add_subparsers(dest="team_command", required=True)
-    create = team_commands.add_parser("create", help="create a team and print its API key once")
-    create.add_argument("--name", required=True)
-    create.add_argument("--json", action="store_true", help='print {"teamId", "apiKey"} only')
-    _db_argument(create)
+    team = commands.add_parser("team", help="manage teams and recover their keys")
+    cli_teams.add_commands(team.add_subparsers(dest="team_command", required=True), _db_argument)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(run=run_migrate, usage_of=migrate)
     _db_argument(migrate)
     return parser
 
 
+def _connect(url: str) -> None:
+    """Connects at once: a bad URL or an unreachable database is a ConfigError."""
+    try:
+        db.open_database(url)
+    except db.DatabaseUnavailable as error:
+        raise ConfigError(f"--db (or AGENTTASKS_DB_URL): {error}") from None
+
+
 def _open(url: str) -> None:
-    db.open_database(url)
+    _connect(url)
     migrations.migrate()
 
 
-def _configure_logging(level_name: str) -> None:
-    level = logging.getLevelName(level_name.upper())
+def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Peewee logs every statement with its parameters at DEBUG; those may hold secrets
     # (webhook signing keys), so its statements stay out of the log at any level.
     logging.getLogger("peewee").setLevel(logging.INFO)
 
 
-def serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
-    config = dataclasses.replace(
+    settings = dataclasses.replace(
         ServerConfig.from_env(),
         host=args.host,
         port=args.port,
@@ -161,24 +198,26 @@ def serve(args: argparse.Namespace) -> int:
             args.rate_limit_task, args.rate_limit_other, args.rate_limit_auth_failures
         ),
         shutdown_grace=args.shutdown_grace,
+        log_level=args.log_level,
         run_workers=not args.no_workers,
         event_retention=args.event_retention,
     )
-    if config.workers < 1 or (config.workers > 1 and config.port == 0):
-        raise ConfigError("--workers must be at least 1, and more than 1 needs a fixed --port")
-    _open(config.db_url)
+    if settings.workers > 1 and settings.port == 0:
+        raise ConfigError("--workers: more than 1 needs a fixed --port (not 0)")
+    _open(settings.db_url)
     created = teams.create_default_team_if_empty()
     if created is not None:
         team, key = created
         print(
             f"Created team 'default' (id {team.id}).\n"
-            f"Its Team API Key, shown only this once:\n\n    {key}\n",
+            f"Its Team API Key, shown only this once:\n\n    {key}\n\n"
+            "Lost it? `agenttasks team rotate-key --name default` prints a new one.\n",
             file=sys.stderr,
             flush=True,
         )
-    if config.workers == 1:
-        return _serve_here(config)
-    return _serve_in_processes(config)
+    if settings.workers == 1:
+        return _serve_here(settings)
+    return _serve_in_processes(settings)
 
 
 def _wait_for_signal() -> None:
@@ -188,50 +227,53 @@ def _wait_for_signal() -> None:
     stopping.wait()
 
 
-def _serve_here(config: ServerConfig) -> int:
+def _serve_here(settings: ServerConfig) -> int:
     from .server import create_server  # grpc starts only in the process that serves
 
-    running = create_server(config)
+    running = create_server(settings)
     log.info(
         "serving on %s:%d (database %s, pid %d)",
-        config.host,
+        settings.host,
         running.port,
-        _safe_url(config.db_url),
+        db.safe_url(settings.db_url),
         os.getpid(),
     )
-    runner = workers.start(config)
+    runner = workers.start(settings)
     _wait_for_signal()
-    log.info("shutting down: in-flight calls get %.0f s", config.shutdown_grace)
-    runner.stop(config.shutdown_grace)
-    running.stop(config.shutdown_grace)
+    log.info("shutting down: in-flight calls get %.0f s", settings.shutdown_grace)
+    runner.stop(settings.shutdown_grace)
+    running.stop(settings.shutdown_grace)
     return 0
 
 
-def worker(args: argparse.Namespace) -> int:
+def run_worker(args: argparse.Namespace) -> int:
     """Runs the background jobs until SIGTERM/SIGINT, then finishes the items in hand."""
     _configure_logging(args.log_level)
-    config = dataclasses.replace(
-        ServerConfig.from_env(), db_url=args.db, event_retention=args.event_retention
+    settings = dataclasses.replace(
+        ServerConfig.from_env(),
+        db_url=args.db,
+        event_retention=args.event_retention,
+        run_workers=True,
     )
-    _open(config.db_url)
-    runner = workers.start(dataclasses.replace(config, run_workers=True))
-    log.info("worker running (database %s, pid %d)", _safe_url(config.db_url), os.getpid())
+    _open(settings.db_url)
+    runner = workers.start(settings)
+    log.info("worker running (database %s, pid %d)", db.safe_url(settings.db_url), os.getpid())
     _wait_for_signal()
-    runner.stop(config.shutdown_grace)
+    runner.stop(settings.shutdown_grace)
     return 0
 
 
-def _serve_in_processes(config: ServerConfig) -> int:
+def _serve_in_processes(settings: ServerConfig) -> int:
     """Forks `workers` servers that share the port; signals are passed on to them."""
     db.close()  # no database connection may cross a fork
     children = []
-    for _ in range(config.workers):
+    for _ in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # the child: gRPC has not started in this process tree yet
             code = 1
             try:
-                db.open_database(config.db_url)
-                code = _serve_here(config)
+                db.open_database(settings.db_url)
+                code = _serve_here(settings)
             finally:
                 os._exit(code)
         children.append(pid)
@@ -242,32 +284,8 @@ def _serve_in_processes(config: ServerConfig) -> int:
     return max(codes, key=abs)
 
 
-def _safe_url(url: str) -> str:
-    """The URL without a password."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if at and ":" in credentials:
-        return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
-    return url
-
-
-def team_create(args: argparse.Namespace) -> int:
-    _open(args.db)
-    try:
-        team, key = teams.create_team(args.name)
-    except ValidationError as error:
-        print(f"agenttasks: {error.message}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"teamId": team.id, "apiKey": key}))
-    else:
-        print(f"Team {team.name!r} created (id {team.id}).")
-        print(f"Team API Key, shown only this once:\n\n    {key}\n")
-    return 0
-
-
-def migrate(args: argparse.Namespace) -> int:
-    db.open_database(args.db)
+def run_migrate(args: argparse.Namespace) -> int:
+    _connect(args.db)
     applied = migrations.migrate()
     version = migrations.current_version()
     print(f"schema at version {version}" + (f" (applied {applied})" if applied else ""))
@@ -276,15 +294,13 @@ def migrate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
-        if args.command == "serve":
-            return serve(args)
-        if args.command == "worker":
-            return worker(args)
+        args, unknown = _parser().parse_known_args(argv)
+        if unknown:  # the usage of the command that was mistyped, not the top level's
+            args.usage_of.error(f"unrecognized arguments: {' '.join(unknown)}")
         if args.command == "team":
-            return team_create(args)
-        return migrate(args)
-    except ConfigError as error:
+            _open(args.db)
+        return args.run(args)
+    except (ConfigError, migrations.SchemaTooNew) as error:
         print(f"agenttasks: {error}", file=sys.stderr)
         return 2
 

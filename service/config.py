@@ -3,32 +3,72 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .ratelimit import RateLimits
 from .storage.db import DEFAULT_URL
 
+T = TypeVar("T", int, float)
 
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names it."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
-def _env_number(name: str, default: float, kind: type = int):
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names it and says what to do.
+
+    Not a ValueError on purpose: argparse turns a ValueError from a `type=` function into a
+    usage screen, while a bad value deserves one line naming the setting.
+    """
+
+
+def number(setting: str, text: str, kind: Callable[[str], T], low: T, high: T | None = None) -> T:
+    """`text` as a number in [low, high], or a ConfigError naming `setting`."""
+    wanted = "a whole number" if kind is int else "a number"
+    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
     try:
-        return kind(value)
+        value = kind(text.strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+        raise ConfigError(f"{setting} must be {wanted} {span}, not {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise ConfigError(f"{setting} must be {wanted} {span}, not {text!r}")
+    return value
 
 
-def _env_int(name: str, default: int) -> int:
-    return _env_number(name, default, int)
+def port(setting: str, text: str) -> int:
+    return number(setting, text, int, 0, 65535)
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def log_level(setting: str, text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{setting} must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return level
+
+
+def flag(setting: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE or not value:
+        return False
+    raise ConfigError(f"{setting} must be one of {'/'.join(_TRUE + _FALSE)}, not {text!r}")
+
+
+def _env(name: str, parse: Callable[[str, str], T | str | bool], default):
+    text = os.environ.get(name, "")
+    return parse(name, text) if text.strip() else default
+
+
+def count(low: int) -> Callable[[str, str], int]:
+    return lambda setting, text: number(setting, text, int, low)
+
+
+def seconds(setting: str, text: str) -> float:
+    return number(setting, text, float, 0.0)
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -45,15 +85,12 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _env_duration(name: str, default: float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
+def duration(setting: str, text: str) -> float:
     try:
-        return parse_duration(value)
+        return parse_duration(text)
     except ValueError:
         raise ConfigError(
-            f"{name} must be a duration such as 3600, 90s, 15m, 12h or 7d, not {value!r}"
+            f"{setting} must be a duration such as 3600, 90s, 15m, 12h or 7d, not {text!r}"
         ) from None
 
 
@@ -72,6 +109,7 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     # Largest request accepted and response sent (a task's result alone may be 1 MiB).
     max_message_bytes: int = 8 * 1024 * 1024
+    log_level: str = "INFO"
     # Background jobs (lease sweeper, event retention) beside the server.
     run_workers: bool = True
     # Seconds task events are kept (WatchTasks can resume within it); 0 keeps them forever.
@@ -79,22 +117,24 @@ class ServerConfig:
 
     @classmethod
     def from_env(cls) -> ServerConfig:
+        """The defaults with every `AGENTTASKS_*` variable applied (ConfigError if bad)."""
         return cls(
-            host=os.environ.get("AGENTTASKS_HOST", cls.host),
-            port=_env_int("AGENTTASKS_PORT", cls.port),
-            db_url=os.environ.get("AGENTTASKS_DB_URL", DEFAULT_URL),
-            max_workers=_env_int("AGENTTASKS_MAX_WORKERS", cls.max_workers),
-            reflection=not _env_flag("AGENTTASKS_NO_REFLECTION"),
-            allow_private_webhooks=_env_flag("AGENTTASKS_ALLOW_PRIVATE_WEBHOOKS"),
+            host=os.environ.get("AGENTTASKS_HOST", "").strip() or cls.host,
+            port=_env("AGENTTASKS_PORT", port, cls.port),
+            db_url=os.environ.get("AGENTTASKS_DB_URL", "").strip() or DEFAULT_URL,
+            max_workers=_env("AGENTTASKS_MAX_WORKERS", count(1), cls.max_workers),
+            reflection=not _env("AGENTTASKS_NO_REFLECTION", flag, False),
+            allow_private_webhooks=_env("AGENTTASKS_ALLOW_PRIVATE_WEBHOOKS", flag, False),
             rate_limits=RateLimits(
-                task=_env_int("AGENTTASKS_RATE_LIMIT_TASK", RateLimits.task),
-                other=_env_int("AGENTTASKS_RATE_LIMIT_OTHER", RateLimits.other),
-                auth_failures=_env_int(
-                    "AGENTTASKS_RATE_LIMIT_AUTH_FAILURES", RateLimits.auth_failures
+                task=_env("AGENTTASKS_RATE_LIMIT_TASK", count(0), RateLimits.task),
+                other=_env("AGENTTASKS_RATE_LIMIT_OTHER", count(0), RateLimits.other),
+                auth_failures=_env(
+                    "AGENTTASKS_RATE_LIMIT_AUTH_FAILURES", count(0), RateLimits.auth_failures
                 ),
             ),
-            shutdown_grace=_env_number("AGENTTASKS_SHUTDOWN_GRACE", cls.shutdown_grace, float),
-            workers=_env_int("AGENTTASKS_WORKERS", cls.workers),
-            run_workers=not _env_flag("AGENTTASKS_NO_WORKERS"),
-            event_retention=_env_duration("AGENTTASKS_EVENT_RETENTION", cls.event_retention),
+            shutdown_grace=_env("AGENTTASKS_SHUTDOWN_GRACE", seconds, cls.shutdown_grace),
+            workers=_env("AGENTTASKS_WORKERS", count(1), cls.workers),
+            log_level=_env("AGENTTASKS_LOG_LEVEL", log_level, cls.log_level),
+            run_workers=not _env("AGENTTASKS_NO_WORKERS", flag, False),
+            event_retention=_env("AGENTTASKS_EVENT_RETENTION", duration, cls.event_retention),
         )

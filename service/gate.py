@@ -7,10 +7,13 @@ interceptor and any later door (HTTP/JSON, MCP tools) admit callers the same way
 from __future__ import annotations
 
 from .domain import tokens
-from .domain.errors import Forbidden, Unauthorized
+from .domain.errors import Forbidden, Unauthorized, ValidationError
 from .domain.values import Caller
 from .permissions import is_task_call, rule_for
 from .ratelimit import RateLimiter, RateLimits
+
+# Longer `authorization` values are refused unread (tokens are 67 characters).
+AUTHORIZATION_MAX = 1024
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -30,12 +33,11 @@ class Gate:
 
     def admit(self, method: str, authorization: str | None, address: str) -> Caller:
         """The caller of `method`, or the documented error: authenticate, limit, authorise."""
-        token = bearer_token(authorization)
+        too_long = authorization is not None and len(authorization) > AUTHORIZATION_MAX
+        token = None if too_long else bearer_token(authorization)
         identity = tokens.authenticate(token) if token else None
         if identity is None:
-            self._limiter.charge(
-                ("auth-failure", address), self._limits.auth_failures, "failed authentications"
-            )
+            self._failed_attempt(address)
             raise Unauthorized()
         if is_task_call(method):
             limit, what = _pick(identity.task_limit, self._limits.task), "task calls"
@@ -46,6 +48,16 @@ class Gate:
         if not rule.allows(identity.caller.kind):
             raise Forbidden(rule.denial)
         return identity.caller
+
+    def refuse_undecodable(self, address: str) -> None:
+        """Answers a request whose bytes did not decode; it counts as a failed attempt."""
+        self._failed_attempt(address)
+        raise ValidationError.field("request", "the request bytes do not decode as its message")
+
+    def _failed_attempt(self, address: str) -> None:
+        self._limiter.charge(
+            ("auth-failure", address), self._limits.auth_failures, "failed attempts"
+        )
 
 
 def _pick(team_setting: int | None, default: int) -> int:

@@ -1,44 +1,49 @@
-"""Token buckets per token (and per client address for failed authentications).
+"""Token buckets per token (and per client address for failed attempts), shared by processes.
 
-Buckets live in this process: with several server processes each one counts on its own,
-so the effective limit is per process (see the README).
+Each bucket is one row of the database (storage.rate_buckets) that every process and
+machine sharing it draws on. A process takes tokens from the row in batches (LEASE_SHARE
+of the capacity) and spends them locally, so most calls write nothing. Tokens are only
+ever taken from the shared row, so no process admits more than the row gave: across
+processes the limit holds as an upper bound, and a process may refuse early by at most
+the batch another process holds unspent (see the README).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .domain.errors import RateLimited
+from .storage import rate_buckets
+
+# A batch is this share of the bucket's capacity (at least one token).
+LEASE_SHARE = 0.05
+# A batch unspent this long goes stale; spending it later would burst past the rate.
+LEASE_SECONDS = 5.0
+# Shared rows untouched this long have refilled completely and are deleted.
+FORGET_SECONDS = 120.0
 
 
 @dataclass
-class _Bucket:
-    capacity: float
-    tokens: float
-    refilled_at: float
-
-    def take(self, per_second: float, now: float) -> float:
-        """Takes one token; returns 0, or the seconds until one is available."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.refilled_at) * per_second)
-        self.refilled_at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / per_second
+class _Lease:
+    tokens: int
+    taken_at: float
 
 
 class RateLimiter:
     """Buckets hold `per_minute` calls, start full and refill continuously; 0 disables."""
 
-    _MAX_BUCKETS = 100_000  # forget idle buckets beyond this, so memory stays bounded
+    _MAX_LEASES = 100_000  # forget leases beyond this, so memory stays bounded
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._buckets: dict[tuple, _Bucket] = {}
+        self._leases: dict[tuple, _Lease] = {}
         self._lock = threading.Lock()
+        self._forgotten_at = clock()
 
     def charge(self, key: tuple, per_minute: int, what: str) -> None:
         """Counts one call against `key`; raises RATE_LIMITED when its bucket is empty."""
@@ -46,21 +51,27 @@ class RateLimiter:
             return
         now = self._clock()
         with self._lock:
-            bucket = self._buckets.get((key, per_minute))
-            if bucket is None:
-                if len(self._buckets) >= self._MAX_BUCKETS:
-                    self._forget_full_buckets(now)
-                bucket = self._buckets[(key, per_minute)] = _Bucket(per_minute, per_minute, now)
-            wait = bucket.take(per_minute / 60.0, now)
-        if wait:
+            lease = self._leases.get((key, per_minute))
+            if lease is not None and lease.tokens > 0 and now - lease.taken_at < LEASE_SECONDS:
+                lease.tokens -= 1
+                return
+            batch = max(1, math.floor(per_minute * LEASE_SHARE))
+            taken, wait = rate_buckets.take(
+                _row_key(key, per_minute), per_minute, per_minute / 60.0, batch, now
+            )
+            if len(self._leases) >= self._MAX_LEASES:
+                self._leases.clear()
+            self._leases[(key, per_minute)] = _Lease(max(0, taken - 1), now)
+            if now - self._forgotten_at > FORGET_SECONDS:
+                self._forgotten_at = now
+                rate_buckets.forget_before(now - FORGET_SECONDS)
+        if not taken:
             raise RateLimited(wait, f"Rate limit exceeded: {per_minute} {what} per minute")
 
-    def _forget_full_buckets(self, now: float) -> None:
-        # A bucket that has refilled completely behaves exactly like a new one.
-        for key, bucket in list(self._buckets.items()):
-            refill = (now - bucket.refilled_at) * bucket.capacity / 60.0
-            if bucket.tokens + refill >= bucket.capacity:
-                del self._buckets[key]
+
+def _row_key(key: tuple, per_minute: int) -> str:
+    # Fixed length whatever the key holds (addresses, token digests), and no input echoed.
+    return hashlib.sha256(repr((key, per_minute)).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,11 @@ SERVICES = [
 ]
 SERVICE_NAMES = [service.full_name for service in SERVICES]
 
+MAX_METADATA_BYTES = 64 * 1024
+MAX_CONNECTION_AGE_MS = 5 * 60_000
+CONNECTION_AGE_GRACE_MS = 70_000
+MAX_CONCURRENT_STREAMS = 1000
+
 
 def _options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
@@ -64,6 +69,18 @@ def _options(config: ServerConfig) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        # Let authorization values up to this size reach the gate, which refuses those
+        # over 1 KB with the documented details (between gRPC's default soft and hard
+        # limits, 8 and 16 KB, calls were refused at random without details).
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        # A call whose request never arrives holds no thread, but must still end: every
+        # connection is closed after this age plus a grace longer than the longest wait
+        # (ClaimNextTask, 60 s); clients reconnect transparently, WatchTasks resumes with
+        # after_event_id. Streams per connection are bounded too.
+        ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+        ("grpc.max_connection_age_grace_ms", CONNECTION_AGE_GRACE_MS),
+        ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
     ]
 
 

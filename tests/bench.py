@@ -1,103 +1,238 @@
-"""`make bench`: call latency of a real server over loopback, on SQLite (and PostgreSQL if up).
+"""`make bench`: throughput of a real server against the ceiling of grpc.aio on this machine.
 
-Reports per-call means from one run, and ratios between calls measured in that same run:
-this machine may be shared, so absolute numbers drift while ratios hold.
+The ceiling is an empty, plain async unary handler served with our server's options. Each
+measurement of ours is preceded by one of the ceiling (3 rounds, medians), so noise on a
+shared machine hits both; ratios to the ceiling are the figures to compare across machines.
+Servers and load generators run in separate processes. Writes build/bench.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-import grpc
+from . import bench_latency
+from .bench_load import Job, Seen, drive
+from .bench_servers import serve_agenttasks, serve_ceiling
 
-from agenttasks.server.config import ServerConfig
-from agenttasks.server.domain import teams, tokens
-from agenttasks.server.ratelimit import RateLimits
-from agenttasks.server.server import create_server
-from agenttasks.server.storage import db, migrations
-from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
-
-from .helpers import Client
-
-
-def _time(call: Callable[[], object], repeat: int) -> float:
-    """Mean seconds per call over `repeat` calls, after a short warm-up."""
-    for _ in range(min(20, repeat)):
-        call()
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return statistics.fmean(samples)
+SCENARIOS = [
+    "GetTask",
+    "ListTasks",
+    "CreateTask",
+    "ClaimTask→CompleteTask",
+    "ClaimNextTask",
+    "WatchTasks",
+]
+WATCH_STREAMS = 100
+REPORT = Path("build/bench.json")
+_spawn = multiprocessing.get_context("spawn")  # no process inherits a started gRPC core
 
 
-def run(url: str, repeat: int) -> dict[str, float]:
-    db.open_database(url)
-    migrations.migrate()
-    server = create_server(ServerConfig(host="127.0.0.1", port=0, rate_limits=RateLimits(0, 0, 0)))
+@contextmanager
+def _server(target, *args) -> Iterator[tuple[dict, Any, Any]]:
+    """Starts `target(conn, *args)` in a process; yields what it sent first, conn, process."""
+    ours, theirs = _spawn.Pipe()
+    process = _spawn.Process(target=target, args=(theirs, *args), daemon=True)
+    process.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            _, key = teams.create_team("bench")
-            admin = Client(channel, key)
-            project = admin.projects.CreateProject(
-                projects_pb2.CreateProjectRequest(name="b")
-            ).project
-            made = admin.agents.CreateAgent(agents_pb2.CreateAgentRequest(name="a"))
-            agent = Client(channel, made.token)
-            task = admin.tasks.CreateTask(
-                tasks_pb2.CreateTaskRequest(project_id=project.id, title="t")
-            ).task
-            health = channel.unary_unary("/grpc.health.v1.Health/Check")
-            results = {
-                "health check (no auth)": _time(lambda: health(b""), repeat),
-                "token lookup alone": _time(lambda: tokens.authenticate(key), repeat),
-                "WhoAmI": _time(lambda: admin.teams.WhoAmI(teams_pb2.WhoAmIRequest()), repeat),
-                "GetTask (agent)": _time(
-                    lambda: agent.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id=task.id)), repeat
-                ),
-                "ListTasks page of 50": _time(
-                    lambda: admin.tasks.ListTasks(tasks_pb2.ListTasksRequest()), repeat // 4
-                ),
-                "CreateTask": _time(
-                    lambda: admin.tasks.CreateTask(
-                        tasks_pb2.CreateTaskRequest(project_id=project.id, title="t")
-                    ),
-                    repeat,
-                ),
-            }
-            claimable = [
-                admin.tasks.CreateTask(
-                    tasks_pb2.CreateTaskRequest(project_id=project.id, title="c")
-                ).task.id
-                for _ in range(repeat + 20)
-            ]
-            ids = iter(claimable)
-            results["ClaimTask"] = _time(
-                lambda: agent.tasks.ClaimTask(tasks_pb2.ClaimTaskRequest(task_id=next(ids))), repeat
-            )
-            return results
+        yield ours.recv(), ours, process
     finally:
-        server.stop(0)
-        db.close()
+        ours.send(("stop",))
+        process.join(20)
+        if process.is_alive():
+            process.kill()
 
 
-def report(backend: str, results: dict[str, float]) -> None:
-    base = results["health check (no auth)"]
-    print(f"\n{backend}")
-    print(f"  {'call':28} {'mean µs':>9} {'× health check':>15}")
-    for name, seconds in results.items():
-        print(f"  {name:28} {seconds * 1e6:9.0f} {seconds / base:15.1f}")
+def _postgres_database(admin_url: str) -> Iterator[str | None]:
+    """A fresh database beside `admin_url` (dropped afterwards), or None without a server."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(admin_url, connect_timeout=3)
+    except psycopg2.OperationalError:
+        yield None
+        return
+    admin.autocommit = True
+    name = f"agenttasks_bench_{os.getpid()}"
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, pool) -> None:
+        self.args = args
+        self.pool = pool
+
+    def measure(self, job: Job, processes: int) -> dict[str, float]:
+        """Runs `job` split over `processes` client processes; calls/s, p50 and p99 in ms."""
+        jobs = []
+        for index in range(processes):
+            share = job.concurrency // processes + (index < job.concurrency % processes)
+            claimable = job.claimable[index::processes]
+            jobs.append(
+                Job(**{**vars(job), "concurrency": share, "claimable": claimable})
+                if share
+                else None
+            )
+        for index, part in enumerate(jobs):
+            if part is not None:
+                part.writer = index == 0
+        seen: list[Seen] = self.pool.map(drive, [part for part in jobs if part is not None])
+        latencies = sorted(x for part in seen for x in part.latencies) or [0.0]
+        return {
+            "calls_per_s": sum(part.calls / part.seconds for part in seen),
+            "p50_ms": latencies[len(latencies) // 2] * 1e3,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+            "exhausted": any(part.exhausted for part in seen),
+        }
+
+    def job(self, scenario: str, port: int, world: dict | None = None, **extra) -> Job:
+        return Job(
+            scenario,
+            port,
+            self.args.concurrency,
+            self.args.duration,
+            self.args.warmup,
+            world or {},
+            **extra,
+        )
+
+
+def _claimable_needed(args: argparse.Namespace, last_rate: float | None) -> int:
+    # Twice the last rate seen over a measurement (warm-up included), at least 3,000.
+    rate = last_rate or 1500.0
+    return max(3000, int(2 * rate * (args.duration + args.warmup)))
+
+
+def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict[str, Any]:
+    args = bench.args
+    results: dict[str, Any] = {name: {"rounds": []} for name in SCENARIOS}
+    with _server(serve_agenttasks, url, args.max_workers) as (world, conn, _):
+        print(f"\n{backend}: server pid {world['pid']}, {args.rounds} rounds", flush=True)
+        for round_number in range(args.rounds):
+            for scenario in SCENARIOS:
+                ceiling = bench.measure(bench.job("ceiling", ceiling_port), args.clients)
+                extra: dict[str, Any] = {}
+                concurrency = args.concurrency
+                if scenario in ("ClaimTask→CompleteTask", "ClaimNextTask"):
+                    rounds = results[scenario]["rounds"]
+                    last = rounds[-1]["target"]["calls_per_s"] if rounds else None
+                    conn.send(("seed", world["projects"]["queue"], _claimable_needed(args, last)))
+                    queued = conn.recv()
+                    if scenario == "ClaimTask→CompleteTask":
+                        extra["claimable"] = queued
+                if scenario == "WatchTasks":
+                    concurrency = WATCH_STREAMS
+                job = bench.job(scenario, world["port"], world, **extra)
+                job.concurrency = concurrency
+                target = bench.measure(job, args.clients)
+                results[scenario]["rounds"].append({"ceiling": ceiling, "target": target})
+                print(
+                    f"  round {round_number + 1} {scenario:24} "
+                    f"{target['calls_per_s']:8.0f}/s  (ceiling {ceiling['calls_per_s']:.0f}/s)",
+                    flush=True,
+                )
+    for result in results.values():
+        rounds = result["rounds"]
+        for side in ("ceiling", "target"):
+            result[side] = {
+                key: statistics.median(r[side][key] for r in rounds)
+                for key in ("calls_per_s", "p50_ms", "p99_ms")
+            }
+        # Each round's pair saw the same moment of the machine: the median of their ratios.
+        result["ratio"] = statistics.median(
+            r["target"]["calls_per_s"] / r["ceiling"]["calls_per_s"] for r in rounds
+        )
+        result["exhausted"] = any(r["target"]["exhausted"] for r in rounds)
+    return results
+
+
+def profile(bench: Bench, backend: str, url: str, scenario: str) -> None:
+    """Samples our server with py-spy while `scenario` runs; writes collapsed stacks and SVG."""
+    import subprocess
+    import sys
+
+    seconds = bench.args.duration
+    REPORT.parent.mkdir(exist_ok=True)
+    stem = REPORT.parent / f"profile-{scenario.split('→')[0]}-{backend}"
+    with _server(serve_agenttasks, url, bench.args.max_workers) as (world, conn, _):
+        extra: dict[str, Any] = {}
+        if scenario in ("ClaimTask→CompleteTask", "ClaimNextTask"):
+            conn.send(("seed", world["projects"]["queue"], 20_000))
+            extra["claimable"] = conn.recv()
+        spies = [
+            subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--nonblocking",
+                    "--threads",
+                    "--pid",
+                    str(world["pid"]),
+                    "--duration",
+                    str(int(seconds)),
+                    "--format",
+                    form,
+                    "--output",
+                    f"{stem}.{suffix}",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            for form, suffix in (("raw", "txt"), ("flamegraph", "svg"))
+        ]
+        job = bench.job(scenario, world["port"], world, **extra)
+        job.duration, job.warmup = seconds + 1, 0.0
+        print(scenario, bench.measure(job, bench.args.clients))
+        for spy in spies:
+            spy.wait()
+    print(f"wrote {stem}.txt (collapsed stacks) and {stem}.svg")
+
+
+def print_table(backend: str, results: dict[str, Any]) -> None:
+    print(f"\n{backend} (medians of rounds; ratio: median of the rounds' target/ceiling)")
+    print(
+        f"  {'scenario':24} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'ceiling/s':>10} {'ratio':>6}"
+    )
+    for scenario, result in results.items():
+        target, ceiling = result["target"], result["ceiling"]
+        note = "  (ran out of seeded tasks)" if result["exhausted"] else ""
+        print(
+            f"  {scenario:24} {target['calls_per_s']:9.0f} {target['p50_ms']:8.2f} "
+            f"{target['p99_ms']:8.2f} {ceiling['calls_per_s']:10.0f} {result['ratio']:6.3f}{note}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    parser.add_argument("--duration", type=float, default=1.0, help="seconds measured")
+    parser.add_argument("--warmup", type=float, default=0.3, help="seconds not measured")
+    parser.add_argument("--clients", type=int, default=1, help="load generator processes")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-workers", type=int, default=32, help="server's thread pool")
+    parser.add_argument("--only", choices=["sqlite", "postgres"], help="one backend")
+    parser.add_argument(
+        "--profile", choices=SCENARIOS, help="instead: sample the server under this load"
+    )
+    parser.add_argument(
+        "--latency-repeat", type=int, default=200, help="calls per row of the latency table"
+    )
     parser.add_argument(
         "--postgres",
         default=os.environ.get(
@@ -105,26 +240,43 @@ def main() -> None:
         ),
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        report("sqlite", run(f"sqlite:///{folder}/bench.db", args.repeat))
-    import psycopg2
-
-    try:
-        admin = psycopg2.connect(args.postgres, connect_timeout=3)
-    except psycopg2.OperationalError:
-        print("\npostgres: skipped (no server at the given URL)")
+    started = time.monotonic()
+    report: dict[str, Any] = {"settings": vars(args), "cpus": os.cpu_count(), "backends": {}}
+    with (
+        _spawn.Pool(args.clients) as pool,
+        _server(serve_ceiling) as (ceiling, _, _),
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        bench = Bench(args, pool)
+        postgres = _postgres_database(args.postgres)
+        backends = {"sqlite": f"sqlite:///{folder}/bench.db", "postgres": next(postgres)}
+        try:
+            for backend, url in backends.items():
+                if args.only not in (None, backend):
+                    continue
+                if url is None:
+                    print(f"\n{backend}: skipped (no server at the given URL)")
+                    continue
+                if args.profile:
+                    profile(bench, backend, url, args.profile)
+                    continue
+                results = run_backend(bench, backend, url, ceiling["port"])
+                report["backends"][backend] = results
+                print_table(backend, results)
+        finally:
+            next(postgres, None)
+    if args.profile:
         return
-    # A throw-away database beside the given one, so nothing is left behind.
-    admin.autocommit = True
-    name = f"agenttasks_bench_{os.getpid()}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    try:
-        report("postgres", run(args.postgres.rsplit("/", 1)[0] + "/" + name, args.repeat))
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    if args.latency_repeat:
+        print("\nOne call at a time (mean latency)")
+        with tempfile.TemporaryDirectory() as folder:
+            latency = bench_latency.run(f"sqlite:///{folder}/latency.db", args.latency_repeat)
+        bench_latency.report("sqlite", latency)
+        report["latency_sqlite_s"] = latency
+    report["seconds"] = time.monotonic() - started
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(f"\n{REPORT} written in {report['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import grpc
 import pytest
 
 from agenttasks.server.cli import _parser
 from agenttasks.server.ratelimit import RateLimiter, RateLimits
+from agenttasks.server.storage import rate_buckets
 from agenttasks.v1 import tasks_pb2, teams_pb2
 
 from .conftest import new_team, start_server
@@ -20,7 +24,7 @@ class StoppedClock:
     """Time stands still unless a test moves it: "within a minute" means exactly that."""
 
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = time.time()
 
     def __call__(self) -> float:
         return self.now
@@ -30,6 +34,7 @@ class StoppedClock:
 def limited(database_url):
     """A server with the default limits (120 task, 60 other, 5 auth failures), clock stopped."""
     clock = StoppedClock()
+    rate_buckets.forget_before(math.inf)  # buckets are shared through the database
     running = start_server(limiter=RateLimiter(clock), rate_limits=RateLimits())
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield channel, clock

@@ -13,6 +13,7 @@ from agenttasks.v1 import agents_pb2, projects_pb2, tasks_pb2, teams_pb2
 from ..domain import events
 from ..domain.errors import ValidationError
 from ..domain.lifecycle import etag_of
+from ..domain.validation import mask_error
 from ..domain.values import TokenKind
 from ..storage import models
 
@@ -27,11 +28,31 @@ def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
+# The ranges google/protobuf/timestamp.proto and duration.proto define (years 1..9999,
+# ±10,000 years); protobuf's own checks raise ValueError, which must not become INTERNAL.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+_DURATION_SECONDS = 315_576_000_000
+
+
+def _valid(value: timestamp_pb2.Timestamp | duration_pb2.Duration) -> bool:
+    if isinstance(value, timestamp_pb2.Timestamp):
+        low, high = _TIMESTAMP_SECONDS
+        return low <= value.seconds <= high and 0 <= value.nanos <= 999_999_999
+    same_sign = value.seconds * value.nanos >= 0
+    return abs(value.seconds) <= _DURATION_SECONDS and abs(value.nanos) <= 999_999_999 and same_sign
+
+
 def micros_of(message: Message, field: str) -> int | None:
-    """A Timestamp or Duration field in µs, or None when it is unset."""
+    """A Timestamp or Duration field in µs, or None when it is unset.
+
+    A value outside the range its type defines is a VALIDATION_ERROR naming `field`.
+    """
     if not message.HasField(field):
         return None
     value: timestamp_pb2.Timestamp | duration_pb2.Duration = getattr(message, field)
+    if not _valid(value):
+        kind = "timestamp" if isinstance(value, timestamp_pb2.Timestamp) else "duration"
+        raise ValidationError.field(field, f"is not a valid {kind} (out of range)")
     return value.ToMicroseconds()
 
 
@@ -97,10 +118,7 @@ def changes_from(
     paths = list(mask.paths) or list(_set_paths(message, readers))
     unknown = sorted(set(paths) - set(readers))
     if unknown:
-        raise ValidationError.field(
-            "update_mask",
-            f"cannot update {', '.join(unknown)}; writable: {', '.join(sorted(readers))}",
-        )
+        raise mask_error(unknown, set(readers))
     changes: dict[str, Any] = {}
     for path in paths:
         changes.update(readers[path](message))

@@ -47,6 +47,25 @@ def _authorization(metadata: Any) -> str | None:
     return None
 
 
+class Undecodable:
+    """Stands in for a request whose bytes did not decode, so the gate can answer it."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    # grpcio answers a failing deserializer with INTERNAL, no details and a traceback per
+    # request; returning a stand-in lets the gate answer VALIDATION_ERROR instead.
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:
+            return Undecodable(error)
+
+    return deserialize
+
+
 class GateInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, gate: Gate, executor: Executor) -> None:
         self._gate = gate
@@ -60,11 +79,22 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
         authorization = _authorization(handler_call_details.invocation_metadata)
 
         def admit(request, context) -> Caller:
-            caller = self._gate.admit(method, authorization, client_address(context.peer()))
+            address = client_address(context.peer())
+            caller = self._gate.admit(method, authorization, address)
+            if isinstance(request, Undecodable):
+                log.warning(
+                    "undecodable request to %s from %s: %s",
+                    method,
+                    address,
+                    type(request.error).__name__,
+                )
+                self._gate.refuse_undecodable(address)
             if "team_id" in request.DESCRIPTOR.fields_by_name:
                 own_team(caller, request.team_id)  # before any validation, as documented
             return caller
 
+        if handler.request_deserializer is not None:
+            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         return _guarded(handler, method, admit, self._executor)
 
 

@@ -112,6 +112,7 @@ def update_agent(caller: Caller, agent_id: str, changes: dict[str, Any]) -> tupl
         if changes:
             changes["updated_at"] = now_us()
             Agent.update(changes).where(Agent.id == agent.id).execute()
+            tokens.forget_resolved()  # its name rides along with each resolved token
     return _load(caller.team_id, agent_id), token
 
 

@@ -25,6 +25,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Messages quote at most this many characters of any input, so an error always fits
+# gRPC's default metadata limit (8 KB) however long the input was.
+QUOTE_MAX = 100
+
+
+def cut(value: str) -> str:
+    """`value` cut to QUOTE_MAX characters, saying how long it was when it was longer."""
+    if len(value) <= QUOTE_MAX:
+        return value
+    return f"{value[:QUOTE_MAX]}... ({len(value):,} characters)"
+
+
+def quote(value: str) -> str:
+    """`value` as a message quotes it: the repr of its first QUOTE_MAX characters."""
+    if len(value) <= QUOTE_MAX:
+        return repr(value)
+    return repr(value[:QUOTE_MAX]) + f"... ({len(value):,} characters)"
+
+
+def quote_all(values: list[str], most: int = 5) -> str:
+    """Up to `most` values, each cut short, comma-separated, saying how many more there were."""
+    shown = ", ".join(cut(value) for value in values[:most])
+    return shown if len(values) <= most else f"{shown} and {len(values) - most} more"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -72,7 +96,7 @@ class NotFound(AgentTasksError):
     @classmethod
     def of(cls, kind: str, resource_id: str) -> NotFound:
         # Ids of other teams land here too: the message must not tell them apart.
-        return cls(f"{kind} {resource_id!r} not found")
+        return cls(f"{kind} {quote(resource_id)} not found")
 
 
 class ValidationError(AgentTasksError):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..storage.claims import skip_locked
-from ..storage.db import write_transaction
+from ..storage.db import skip_locked, write_transaction
 from ..storage.models import Task
 from .lifecycle import (
     CANCELLED,

@@ -15,6 +15,8 @@ from .errors import ValidationError
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+# Tokens this module issues are under 100 characters; longer ones are refused unparsed.
+PAGE_TOKEN_MAX = 200
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,22 @@ def parse_page(page_size: int, page_token: str, filters: tuple = ()) -> Page:
     fingerprint = _fingerprint(filters)
     if not page_token:
         return Page(size, None, fingerprint)
+    if len(page_token) > PAGE_TOKEN_MAX:
+        raise ValidationError.field("page_token", "is not a token this list returned")
     try:
         padded = page_token + "=" * (-len(page_token) % 4)
         created_at, seq, token_fingerprint = json.loads(base64.urlsafe_b64decode(padded))
         after = (int(created_at), int(seq))
         if not all(0 <= value < 2**63 for value in after):
             raise ValueError("outside the range of a stored value")
-    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        RecursionError,  # deeply nested JSON
+        binascii.Error,
+        UnicodeDecodeError,
+    ):
         raise ValidationError.field("page_token", "is not a token this list returned") from None
     if token_fingerprint != fingerprint:
         raise ValidationError.field("page_token", "was issued for a request with other filters")

@@ -6,7 +6,7 @@ from typing import Any
 
 import peewee as pw
 
-from ..storage.db import write_transaction
+from ..storage.db import for_update, write_transaction
 from ..storage.models import Project, Task
 from . import idempotency
 from .errors import ProjectNotEmpty
@@ -101,6 +101,10 @@ def delete_project(caller: Caller, project_id: str, force: bool) -> None:
     checks.done()
     try:
         with write_transaction():
+            # Locked first, as CreateTask locks it: a create waiting on this lock then
+            # finds no project (NOT_FOUND), and tasks created earlier are counted here.
+            lock = for_update(Project.select(Project.id))
+            one_of_team(lock, Project, caller.team_id, project_id, "project")
             project = _load(caller.team_id, project_id)
             if project.task_count and not force:
                 raise ProjectNotEmpty()

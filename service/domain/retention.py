@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..storage import events
-from ..storage.claims import skip_locked
-from ..storage.db import write_transaction
+from ..storage.db import skip_locked, write_transaction
 from ..storage.models import TaskEvent
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from peewee import fn
 
-from ..storage.db import skip_locked, write_transaction
+from ..storage.db import for_update, skip_locked, write_transaction
 from ..storage.models import Agent, Project, Task, Team
 from . import idempotency, leases
 from .errors import (
@@ -187,11 +187,13 @@ def create_task(
     checks.whole("max_attempts", max_attempts, 0, MAX_ATTEMPTS_MAX)
     checks.request_id(request_id)
     checks.done()
-    _require_project(team_id, project_id)
-    if assigned_agent_id:
-        _require_agent(team_id, assigned_agent_id)
 
     def insert() -> Task:
+        # Inside the insert's transaction, locked: a project deleted between a separate
+        # check and the insert would make the foreign key refuse it (INTERNAL).
+        one_of_team(for_update(Project.select(Project.id)), Project, team_id, project_id, "project")
+        if assigned_agent_id:
+            _require_agent(team_id, assigned_agent_id)
         task = Task(
             id=new_id(),
             team=team_id,

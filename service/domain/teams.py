@@ -68,6 +68,7 @@ def update_team(caller: Caller, team_id: str, changes: dict[str, Any]) -> Team:
             setattr(team, field, value)
         team.updated_at = now_us()
         team.save()
+        tokens.forget_resolved()  # its rate limits ride along with each resolved token
     return team
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import FieldViolation, ValidationError
+from .errors import FieldViolation, ValidationError, quote_all
 from .values import MICROS
 
 NAME_MAX = 200
@@ -83,7 +83,11 @@ def unknown_fields(changes: dict, writable: set[str]) -> None:
     """Refuses update_mask paths that are not writable."""
     bad = sorted(set(changes) - writable)
     if bad:
-        raise ValidationError.field(
-            "update_mask",
-            f"cannot update {', '.join(bad)}; writable: {', '.join(sorted(writable))}",
-        )
+        raise mask_error(bad, writable)
+
+
+def mask_error(bad: list[str], writable: set[str] | dict) -> ValidationError:
+    """The answer to update_mask paths that are not writable (quoting a few, cut short)."""
+    return ValidationError.field(
+        "update_mask", f"cannot update {quote_all(bad)}; writable: {', '.join(sorted(writable))}"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,18 +24,62 @@ _SQLITE_PRAGMAS = {
 }
 
 
+class DatabaseUnavailable(Exception):
+    """The database URL cannot be used; the message says why and what to do."""
+
+
+_URL_FORMS = "sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:5432/db"
+
+
 def open_database(url: str = DEFAULT_URL) -> peewee.Database:
-    """Connect the models to the database at `url` (a Peewee `db_url`) and return it."""
-    if url.startswith("sqlite"):
+    """Connect the models to the database at `url` (a Peewee `db_url`) and return it.
+
+    Connects once at once, so a wrong URL fails here (DatabaseUnavailable) and not on the
+    first call; a PostgreSQL database that does not exist is never created.
+    """
+    if url.startswith("sqlite:///"):
         # IMMEDIATE: every transaction takes the write lock when it begins, so two
         # read-then-write transactions can never deadlock while upgrading their locks.
         db = connect_url(url, pragmas=_SQLITE_PRAGMAS, timeout=30, lock_type="IMMEDIATE")
     elif url.startswith(("postgres://", "postgresql://")):
-        db = connect_url(url)
+        # A black-holed host fails within seconds instead of hanging the start.
+        db = connect_url(url) if "connect_timeout" in url else connect_url(url, connect_timeout=10)
     else:
-        raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")
+        raise DatabaseUnavailable(
+            f"{safe_url(url)!r} is not a supported database URL; use {_URL_FORMS}"
+        )
+    try:
+        db.connect(reuse_if_open=True)
+    except peewee.OperationalError as error:
+        raise DatabaseUnavailable(_explain(db, url, error)) from None
     database.initialize(db)
     return db
+
+
+def _explain(db: peewee.Database, url: str, error: Exception) -> str:
+    reason = " ".join(str(error).split())
+    if isinstance(db, peewee.SqliteDatabase):
+        return (
+            f"cannot open the SQLite database {os.path.abspath(db.database)!r} ({reason}): "
+            "check that its directory exists and is writable; sqlite:///x.db is relative to "
+            "the working directory, sqlite:////abs/x.db is absolute"
+        )
+    if "does not exist" in reason and "database" in reason:
+        advice = "create it first (createdb, or CREATE DATABASE) or fix the URL"
+    elif "refused" in reason or "could not connect" in reason or "timeout" in reason:
+        advice = "check that PostgreSQL runs there and the host and port are right"
+    else:
+        advice = "check the URL, the user and its password"
+    return f"cannot connect to {safe_url(url)}: {reason}; {advice}"
+
+
+def safe_url(url: str) -> str:
+    """The URL without a password."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if at and ":" in credentials:
+        return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
+    return url
 
 
 def is_postgres() -> bool:
@@ -72,7 +117,7 @@ def write_transaction() -> Iterator[None]:
         return
     _unit.active = True
     try:
-        with database.atomic():
+        with _one_writer_here(), database.atomic():
             yield
             while _unit.before_commit:
                 _unit.before_commit.pop(0)()
@@ -83,6 +128,26 @@ def write_transaction() -> Iterator[None]:
         _unit.before_commit.clear()
         _unit.after_commit.clear()
         _unit.state.clear()
+
+
+# SQLite has one writer at a time, and a writer that finds the lock taken sleeps in steps of
+# up to 100 ms (busy_timeout) before it looks again: with many threads, most of a write's
+# time went to those sleeps. Threads of one process queue on this lock instead, each woken
+# the moment the last one commits; other processes still meet at the busy_timeout.
+_sqlite_writer = threading.Lock()
+
+
+@contextmanager
+def _one_writer_here() -> Iterator[None]:
+    if is_postgres():
+        yield
+        return
+    with _sqlite_writer:
+        yield
+
+
+def in_write_transaction() -> bool:
+    return _unit.active
 
 
 def transaction_state() -> dict[str, Any]:
@@ -128,8 +193,10 @@ def for_update(query):
 
 
 def skip_locked(query):
-    """Lock the selected rows, passing over rows another transaction holds (PostgreSQL).
+    """Lock the selected rows until the transaction ends, passing over rows already locked.
 
-    SQLite's IMMEDIATE transaction already excludes every other writer.
+    Callers in many processes (claim-next, workers) then pick from the same rows at once,
+    each taking a different share, instead of queueing behind one another. SQLite needs
+    nothing: its IMMEDIATE transaction already holds the database's single write lock.
     """
-    return query.for_update("FOR UPDATE SKIP LOCKED") if is_postgres() else query
+    return query.for_update(skip_locked=True) if is_postgres() else query

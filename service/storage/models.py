@@ -121,18 +121,18 @@ class TaskEvent(BaseModel):
     agent_name = pw.CharField(max_length=200, null=True)
     reason = pw.CharField(max_length=64, default="")
     created_at = pw.BigIntegerField()
-    project_id = pw.CharField(max_length=32, default="")
-    status = pw.CharField(max_length=16, default="")
-    priority = pw.SmallIntegerField(default=0)
+    # The task right after the change: the columns readers filter on, and the whole task
+    # as `payload`, a JSON record whose layout is named by `format` (see migration 2).
+    project_id = pw.CharField(max_length=32, default="", constraints=[pw.SQL("DEFAULT ''")])
+    status = pw.CharField(max_length=16, default="", constraints=[pw.SQL("DEFAULT ''")])
+    priority = pw.SmallIntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
     assigned_agent_id = pw.CharField(max_length=32, null=True)
-    format = pw.SmallIntegerField(default=1)
-    payload = pw.TextField(default="{}")
+    format = pw.SmallIntegerField(default=1, constraints=[pw.SQL("DEFAULT 1")])
+    payload = pw.TextField(default="{}", constraints=[pw.SQL("DEFAULT '{}'")])
 
     class Meta:
-        indexes = (
-            (("team", "event_id"), False),
-            (("created_at",), False),
-        )
+        # created_at: retention deletes events by age.
+        indexes = ((("team", "event_id"), False), (("created_at",), False))
 
 
 class IdempotencyKey(BaseModel):
@@ -149,6 +149,14 @@ class IdempotencyKey(BaseModel):
 
     class Meta:
         indexes = ((("team", "scope", "request_id"), True),)
+
+
+class RateLimitBucket(BaseModel):
+    """A token bucket shared by every process (storage.rate_buckets reads it with plain SQL)."""
+
+    bucket = pw.CharField(max_length=64, primary_key=True)
+    tokens = pw.DoubleField()
+    refilled_at = pw.DoubleField()
 
 
 class EventRetentionMark(BaseModel):
@@ -176,4 +184,5 @@ MODELS: list[type[BaseModel]] = [
     Task,
     TaskEvent,
     IdempotencyKey,
+    RateLimitBucket,
 ]

@@ -12,7 +12,7 @@ from .db import database, sql
 
 _FIND_TOKEN = """
 SELECT t.team_id, t.kind, t.agent_id, a.name, a.status, a.last_active_at,
-       tm.rate_limit_task_per_minute, tm.rate_limit_other_per_minute
+       tm.rate_limit_task_per_minute, tm.rate_limit_other_per_minute, t.expires_at
 FROM api_token t
 JOIN team tm ON tm.id = t.team_id
 LEFT JOIN agent a ON a.id = t.agent_id
@@ -36,7 +36,7 @@ def _run(statement: str, params: tuple):
 
 def find_token(digest: str, now: int) -> tuple | None:
     """(team_id, kind, agent_id, agent_name, agent_status, last_active_at, task_limit,
-    other_limit)."""
+    other_limit, expires_at)."""
     return _run(_FIND_TOKEN, (digest, now)).fetchone()
 
 

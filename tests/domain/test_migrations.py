@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import peewee as pw
+import pytest
 
 from agenttasks.server.domain import teams
 from agenttasks.server.storage import migrations
@@ -51,3 +52,15 @@ def test_a_new_migration_is_applied_once_even_by_concurrent_processes(database_u
     finally:
         database.drop_tables([Probe])
         SchemaMigration.delete().where(SchemaMigration.version == 99).execute()
+
+
+def test_a_database_ahead_of_the_code_is_refused_and_left_as_it_is(database_url, monkeypatch):
+    version = migrations.current_version()
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
+
+    with pytest.raises(migrations.SchemaTooNew) as refused:
+        migrations.migrate()
+
+    assert (refused.value.database_version, refused.value.known_version) == (version, 1)
+    assert "upgrade agenttasks" in str(refused.value)
+    assert migrations.current_version() == version

@@ -226,6 +226,10 @@ class TaskServiceServicer:
         ones. Events are kept 7 days by default (`--event-retention`); resuming
         from a point older than that is FAILED_PRECONDITION (`EVENTS_EXPIRED`,
         status 410) naming the oldest event kept.
+        The audit read: with the Team API Key, no filters and `after_event_id` = 1,
+        it replays who (the acting agent, unset for the Team API Key) did what to
+        which task and when, for every retained event (once retention deleted
+        some, start from the id the `EVENTS_EXPIRED` error names).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,10 +36,8 @@ def apply() -> None:
     for statement in _INDEXES:
         database.execute_sql(statement)
     database.execute_sql(_WATERMARK)
-    columns = {column.name for column in database.get_columns("idempotency_key")}
-    if "fingerprint" not in columns:  # a schema built from newer models may have it already
-        migrate(
-            SchemaMigrator.from_database(database.obj).add_column(
-                "idempotency_key", "fingerprint", pw.CharField(max_length=64, default="")
-            )
+    migrate(
+        SchemaMigrator.from_database(database.obj).add_column(
+            "idempotency_key", "fingerprint", pw.CharField(max_length=64, default="")
         )
+    )
