@@ -9,9 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from agenttasks.v1 import tasks_pb2
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_ADDRESS = "localhost:50051"
@@ -308,6 +311,18 @@ class Shell:
         assert done.returncode == expect_exit, (command, done.returncode, done.stderr)
         return done
 
+    def start(self, command: str) -> subprocess.Popen[str]:
+        """Starts a command that runs on (a stream) and returns at once."""
+        shell = shutil.which("bash") or shutil.which("sh")
+        assert shell
+        return subprocess.Popen(
+            [shell, "-c", command.replace(README_ADDRESS, self.address)],
+            env={**self.env, **self.variables},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def json(self, command: str) -> dict:
         return json.loads(self.run(command).stdout)
 
@@ -373,3 +388,61 @@ def test_readme_walkthrough(world, address):
     assert got["assigned_agent_id"] == first["agent"]["id"]
     assert got["result"] == done["result"]
     assert sh.json(LIST_TODO) == {}  # nothing left to do; grpcurl omits empty fields
+
+
+# --- the README's lease walk-through -------------------------------------------------------
+
+LEASE_CREATE = """\
+grpcurl -plaintext -H "authorization: Bearer $KEY" -d @ \\
+  localhost:50051 agenttasks.v1.TaskService/CreateTask <<EOF
+{"project_id": "$PROJECT", "title": "Translate the release notes", "max_attempts": 3}
+EOF"""
+CLAIM_NEXT = """\
+grpcurl -plaintext -H "authorization: Bearer $WORKER1" \\
+  -d '{"wait": "20s", "lease_duration": "30s"}' \\
+  localhost:50051 agenttasks.v1.TaskService/ClaimNextTask"""
+HEARTBEAT = """\
+grpcurl -plaintext -H "authorization: Bearer $WORKER1" -d @ \\
+  localhost:50051 agenttasks.v1.TaskService/HeartbeatTask <<EOF
+{"task_id": "$LEASED", "lease_duration": "30s", "progress": "3 of 7 sections"}
+EOF"""
+WATCH = """\
+grpcurl -plaintext -max-time 5 -H "authorization: Bearer $KEY" -d '{}' \\
+  localhost:50051 agenttasks.v1.TaskService/WatchTasks"""
+LEASE_WALKTHROUGH = [LEASE_CREATE, CLAIM_NEXT, HEARTBEAT, WATCH]
+DEADLINE_EXCEEDED_EXIT = 64 + 4
+
+
+def test_readme_shows_the_lease_walkthrough_in_order():
+    readme = README.read_text(encoding="utf-8")
+    missing = [command for command in LEASE_WALKTHROUGH if command not in readme]
+    assert not missing, "README.md lost these commands:\n\n" + "\n\n".join(missing)
+    positions = [readme.index(command) for command in LEASE_WALKTHROUGH]
+    assert positions == sorted(positions)
+
+
+def test_readme_lease_walkthrough(world, address):
+    sh = Shell(address)
+    sh.variables["KEY"] = world.key
+    sh.variables["PROJECT"] = world.project("Demo").id
+    worker, worker_client = world.agent("worker-1")
+    assert worker_client.token is not None
+    sh.variables["WORKER1"] = worker_client.token
+
+    created = sh.json(LEASE_CREATE)["task"]
+    assert created["max_attempts"] == 3
+    leased = sh.json(CLAIM_NEXT)["task"]
+    assert (leased["id"], leased["status"]) == (created["id"], "TASK_STATUS_IN_PROGRESS")
+    assert "lease_expire_time" in leased
+    sh.variables["LEASED"] = leased["id"]
+    beat = sh.json(HEARTBEAT)["task"]
+    assert beat["progress"] == "3 of 7 sections"
+    assert beat["lease_expire_time"] >= leased["lease_expire_time"]
+
+    watcher = sh.start(WATCH)
+    time.sleep(1.5)  # the stream shows events from when it opens
+    worker_client.tasks.CompleteTask(tasks_pb2.CompleteTaskRequest(task_id=leased["id"]))
+    output, _ = watcher.communicate(timeout=30)
+    assert watcher.returncode == DEADLINE_EXCEEDED_EXIT
+    events = [json.loads(part) for part in re.split(r"(?<=\})\n(?=\{)", output.strip())]
+    assert [(e["event"], e["agent"]["id"]) for e in events] == [("task.completed", worker.id)]

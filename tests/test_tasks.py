@@ -1382,7 +1382,7 @@ def test_an_agents_task_count_counts_the_open_tasks_assigned_to_it(board):
 def test_create_task_retried_with_the_same_request_id_returns_the_first_task(board, other_world):
     first = board.create(title="Once", request_id="create-1")
 
-    retry = board.create(title="Once, again", request_id="create-1")
+    retry = board.create(title="Once", request_id="create-1")
     fresh = board.create(title="Twice", request_id="create-2")
     theirs = other_world.admin.tasks.CreateTask(
         pb.CreateTaskRequest(
@@ -1401,7 +1401,7 @@ def test_complete_task_retried_with_the_same_request_id_returns_the_completed_ta
     held = board.claimed_by_alice()
     first = complete(board.alice_client, held.id, "the answer", request_id="complete-1")
 
-    retry = complete(board.alice_client, held.id, "another answer", request_id="complete-1")
+    retry = complete(board.alice_client, held.id, "the answer", request_id="complete-1")
 
     assert retry == first
     assert board.get(held.id) == first

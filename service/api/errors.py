@@ -25,6 +25,7 @@ GRPC_CODES: dict[type[e.AgentTasksError], grpc.StatusCode] = {
     e.InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
     e.EtagMismatch: grpc.StatusCode.ABORTED,
     e.ProjectNotEmpty: grpc.StatusCode.FAILED_PRECONDITION,
+    e.EventsExpired: grpc.StatusCode.FAILED_PRECONDITION,
     e.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.InternalError: grpc.StatusCode.INTERNAL,
 }

@@ -9,6 +9,7 @@ from agenttasks.v1 import tasks_pb2 as pb
 from agenttasks.v1 import tasks_pb2_grpc
 
 from ..domain import events, tasks
+from ..domain.values import now_us
 from ..storage import models
 from ..waits import WaitHub
 from . import convert
@@ -29,6 +30,8 @@ WRITABLE = {
 WATCH_BATCH = 100
 # A parked watcher re-reads this often even without a wake-up (a missed poll costs no more).
 WATCH_IDLE_SECONDS = 15.0
+# A claim waiter wakes when the team's next lease runs out, but never sooner than this.
+LEASE_SLACK = 0.1
 
 
 class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
@@ -95,11 +98,20 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         task = tasks.move_task(current_caller(), request.task_id, status, request.etag)
         return pb.MoveTaskResponse(task=convert.task(task))
 
+    def HeartbeatTask(self, request, context):
+        task = tasks.heartbeat_task(
+            current_caller(),
+            request.task_id,
+            convert.micros_of(request, "lease_duration"),
+            request.progress,
+        )
+        return pb.HeartbeatTaskResponse(task=convert.task(task))
+
     async def ClaimNextTask(self, request, context):
         caller = current_caller()
         wait_us = convert.micros_of(request, "wait")
 
-        def attempt() -> tuple[int, models.Task | None]:
+        def attempt() -> tuple[int, models.Task | None, int | None]:
             seen = events.last_event_id(caller.team_id)  # before the attempt: no wake is lost
             task = tasks.claim_next_task(
                 caller,
@@ -109,17 +121,21 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
                 lease_us=convert.micros_of(request, "lease_duration"),
                 wait_us=wait_us,
             )
-            return seen, task
+            lease_end = tasks.next_lease_end(caller.team_id) if task is None and wait_us else None
+            return seen, task, lease_end
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min((wait_us or 0) / 1e6, context.time_remaining() or math.inf)
         while True:
-            seen, task = await self._hub.run(attempt)
+            seen, task, lease_end = await self._hub.run(attempt)
             if task is not None:
                 return pb.ClaimNextTaskResponse(task=convert.task(task))
             if loop.time() >= deadline:
                 return pb.ClaimNextTaskResponse()
-            await self._hub.wait(caller.team_id, seen, deadline - loop.time())
+            timeout = deadline - loop.time()
+            if lease_end is not None:  # a lease running out makes a task claimable: no event
+                timeout = min(timeout, max(LEASE_SLACK, (lease_end - now_us()) / 1e6))
+            await self._hub.wait(caller.team_id, seen, timeout)
 
     async def WatchTasks(self, request, context):
         caller = current_caller()
@@ -133,7 +149,9 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
 
         def read(cursor: int) -> tuple[int, list[events.Event]]:
             newest = events.last_event_id(team_id)  # first: every event up to it is committed
-            return newest, events.events_after(team_id, cursor, WATCH_BATCH, **where)
+            batch = events.events_after(team_id, cursor, WATCH_BATCH, **where)
+            events.check_resumable(team_id, cursor)  # after the read: nothing went meanwhile
+            return newest, batch
 
         cursor = request.after_event_id
         if cursor <= 0:

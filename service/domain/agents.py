@@ -82,6 +82,7 @@ def create_agent(
         insert,
         lambda created: created[0].id,
         lambda agent_id: (_load(team_id, agent_id), ""),
+        idempotency.fingerprint(name=name, description=description),
     )
 
 

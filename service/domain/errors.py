@@ -13,6 +13,7 @@
     │   ├── InvalidTransition  INVALID_TRANSITION
     │   ├── EtagMismatch       ETAG_MISMATCH
     │   └── ProjectNotEmpty    PROJECT_NOT_EMPTY
+    ├── EventsExpired          EVENTS_EXPIRED        410  (a resume point retention passed)
     ├── RateLimited            RATE_LIMITED          429  (+ retry delay)
     └── InternalError          INTERNAL              500
 
@@ -144,6 +145,14 @@ class EtagMismatch(Conflict):
 class ProjectNotEmpty(Conflict):
     code = "PROJECT_NOT_EMPTY"
     default_message = "Project still has tasks; delete them or pass force"
+
+
+class EventsExpired(AgentTasksError):
+    """WatchTasks resumed from an event older than retention keeps: some are gone."""
+
+    code = "EVENTS_EXPIRED"
+    status_code = 410
+    default_message = "The events after this point are no longer kept"
 
 
 class RateLimited(AgentTasksError):

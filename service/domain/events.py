@@ -22,6 +22,7 @@ from typing import Any
 
 from ..storage import events as stored
 from ..storage.models import Task
+from .errors import EventsExpired
 from .values import Caller
 
 FORMAT = 1
@@ -151,3 +152,20 @@ def events_after(team_id: str, after_event_id: int, limit: int, **filters: Any) 
 def last_event_id(team_id: str) -> int:
     """The team's newest event id: every event up to it has committed (storage.events)."""
     return stored.last_event_id(team_id)
+
+
+def check_resumable(team_id: str, after_event_id: int) -> None:
+    """Refuses a cursor below what retention deleted: events after it may be gone.
+
+    Ids are global across teams, so a gap in a team's ids says nothing; the retention
+    mark (storage.events.note_retention) does.
+    """
+    mark = stored.retention_mark()
+    if after_event_id >= mark:
+        return
+    oldest = stored.after(team_id, mark, 1)  # events at or below the mark may be going
+    kept = f"the oldest event kept is {oldest[0].event_id}" if oldest else "none is kept"
+    raise EventsExpired(
+        f"Events after {after_event_id} are no longer kept (retention deleted events up to"
+        f" {mark}; {kept}): list the tasks again, then watch from {mark} or from now"
+    )

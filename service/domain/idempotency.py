@@ -1,23 +1,39 @@
-"""`request_id` handling: a retry within 24 h returns what the first call made, nothing more."""
+"""`request_id` handling: a retry within 24 h returns what the first call made, nothing more.
+
+A key is stored with a fingerprint of the request's content: reusing it for a different
+request is a client bug, refused as VALIDATION_ERROR rather than answered with the
+first call's resource.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import peewee as pw
 
 from ..storage.db import write_transaction
 from ..storage.models import IdempotencyKey
+from .errors import ValidationError
 from .values import MICROS, now_us
 
 T = TypeVar("T")
 RETENTION_US = 24 * 3600 * MICROS
 
 
-def remembered(team_id: str, scope: str, request_id: str) -> str | None:
+def fingerprint(**content: Any) -> str:
+    """A digest of a request's content (plain JSON-able values), independent of key order."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def remembered(team_id: str, scope: str, request_id: str, digest: str = "") -> str | None:
+    """The resource the key's first call made, if the key is alive; VALIDATION_ERROR if the
+    key was used with other content (`digest` empty: not checked)."""
     row = (
-        IdempotencyKey.select(IdempotencyKey.resource_id)
+        IdempotencyKey.select(IdempotencyKey.resource_id, IdempotencyKey.fingerprint)
         .where(
             (IdempotencyKey.team == team_id)
             & (IdempotencyKey.scope == scope)
@@ -26,7 +42,13 @@ def remembered(team_id: str, scope: str, request_id: str) -> str | None:
         )
         .first()
     )
-    return row.resource_id if row else None
+    if row is None:
+        return None
+    if digest and row.fingerprint and row.fingerprint != digest:
+        raise ValidationError.field(
+            "request_id", "was already used for a different request; use a new request_id"
+        )
+    return row.resource_id
 
 
 def once(
@@ -36,16 +58,18 @@ def once(
     perform: Callable[[], T],
     resource_id: Callable[[T], str],
     replay: Callable[[str], T],
+    digest: str = "",
 ) -> T:
     """Runs `perform` in a write transaction, at most once per (team, scope, request_id).
 
     A retry gets `replay(resource_id)` of the first call's resource. Two concurrent first
     calls race on the unique key: the loser's transaction rolls back and it replays.
+    `digest` (see `fingerprint`) tells a retry from a reuse of the key for another request.
     """
     if not request_id:
         with write_transaction():
             return perform()
-    existing = remembered(team_id, scope, request_id)
+    existing = remembered(team_id, scope, request_id, digest)
     if existing is not None:
         return replay(existing)
     try:
@@ -63,11 +87,12 @@ def once(
                 scope=scope,
                 request_id=request_id,
                 resource_id=resource_id(result),
+                fingerprint=digest,
                 created_at=now_us(),
             )
         return result
     except pw.IntegrityError:
-        existing = remembered(team_id, scope, request_id)
+        existing = remembered(team_id, scope, request_id, digest)
         if existing is None:
             raise
         return replay(existing)

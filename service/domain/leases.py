@@ -27,19 +27,44 @@ def is_due(task: Task, now_us: int) -> bool:
     )
 
 
-def expire(task: Task) -> Task:
-    """Ends the lease of a locked, due task: back to todo, or cancelled past max_attempts.
+def lapse(task: Task) -> tuple[list[str], str]:
+    """Changes a due task (in memory) into what its expiry makes it; returns events, reason.
 
-    Call inside a write transaction, after `is_due` said yes on the locked row.
+    Reads use it to show a lease that ran out before the sweeper wrote it (GetTask and
+    ListTasks see exactly the row the sweeper will write, bar `updated_at`).
     """
     task.assigned_agent = None
     clear_lease(task)
     task.attempt_count += 1
     if task.max_attempts > 0 and task.attempt_count >= task.max_attempts:
         task.status = CANCELLED
-        return save_with_events(task, [MOVED, CANCELLED_EVENT], None, MAX_ATTEMPTS_EXCEEDED)
+        return [MOVED, CANCELLED_EVENT], MAX_ATTEMPTS_EXCEEDED
     task.status = TODO
-    return save_with_events(task, [MOVED], None, LEASE_EXPIRED)
+    return [MOVED], LEASE_EXPIRED
+
+
+def expire(task: Task) -> Task:
+    """Ends the lease of a locked, due task: back to todo, or cancelled past max_attempts.
+
+    Call inside a write transaction, after `is_due` said yes on the locked row.
+    """
+    events, reason = lapse(task)
+    return save_with_events(task, events, None, reason)
+
+
+def lapsed(now_us: int):
+    """SQL condition: the row's lease has run out at `now_us` (it reads as expired)."""
+    return (Task.status == IN_PROGRESS) & (Task.lease_expire_at <= now_us)
+
+
+def live(now_us: int):
+    """SQL condition: the row has no lease, or one still running at `now_us`."""
+    return Task.lease_expire_at.is_null() | (Task.lease_expire_at > now_us)
+
+
+def cancels():
+    """SQL condition: one more expired lease would pass the row's max_attempts."""
+    return (Task.max_attempts > 0) & (Task.attempt_count + 1 >= Task.max_attempts)
 
 
 def expire_due_leases(now_us: int, limit: int = 100) -> int:

@@ -74,6 +74,7 @@ def create_project(
         insert,
         lambda project: project.id,
         lambda project_id: _load(team_id, project_id),
+        idempotency.fingerprint(name=name, description=description),
     )
 
 

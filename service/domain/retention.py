@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..storage import events
 from ..storage.db import skip_locked, write_transaction
 from ..storage.models import TaskEvent
 
@@ -23,4 +24,5 @@ def delete_events_before(cutoff_us: int, limit: int = 1000) -> int:
         doomed = [row.event_id for row in skip_locked(oldest) if row.created_at < cutoff_us]
         if not doomed:
             return 0
+        events.note_retention(max(doomed))  # resumed WatchTasks cursors below it are refused
         return TaskEvent.delete().where(TaskEvent.event_id.in_(doomed)).execute()

@@ -1,13 +1,15 @@
-"""Tasks: create, read, update, and the lifecycle moves (claim, complete, move)."""
+"""Tasks: create, read, update, and the lifecycle moves (claim, complete, move, heartbeat)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from peewee import fn
+
 from ..storage.db import for_update, skip_locked, write_transaction
 from ..storage.models import Agent, Project, Task, Team
-from . import idempotency
+from . import idempotency, leases
 from .errors import (
     EtagMismatch,
     Forbidden,
@@ -20,6 +22,7 @@ from .errors import (
     ValidationError,
 )
 from .lifecycle import (
+    CANCELLED,
     CANCELLED_EVENT,
     CLAIMED,
     COMPLETED,
@@ -44,6 +47,7 @@ from .values import MICROS, Caller, could_be_id, new_id, now_us, own_team
 TITLE_MAX = 500
 DESCRIPTION_MAX = 50_000
 RESULT_MAX_BYTES = 1024 * 1024
+PROGRESS_MAX = 10_000
 MAX_LEASE_US = 24 * 3600 * MICROS
 MAX_ATTEMPTS_MAX = 1000
 PRIORITIES = (1, 2, 3)  # low, normal, high
@@ -72,8 +76,27 @@ class TaskFilter:
 # --- reads ---------------------------------------------------------------------------------
 
 
+def _as_seen(task: Task, now: int) -> Task:
+    """The row as it stands at `now`: a lease that ran out reads as ended at once, as the
+    sweeper (which writes it within a second) will write it."""
+    if leases.is_due(task, now):
+        ended_at = task.lease_expire_at or now
+        leases.lapse(task)
+        task.version += 1
+        task.updated_at = ended_at
+    return task
+
+
 def _load(team_id: str, task_id: str) -> Task:
-    return one_of_team(Task.select(), Task, team_id, task_id, "task")
+    return _as_seen(one_of_team(Task.select(), Task, team_id, task_id, "task"), now_us())
+
+
+def _lock(team_id: str, task_id: str) -> Task:
+    """The task, locked; a lease that ran out is ended first, in this transaction."""
+    task = lock_task(team_id, task_id)
+    if leases.is_due(task, now_us()):
+        leases.expire(task)
+    return task
 
 
 def get_task(caller: Caller, task_id: str) -> Task:
@@ -81,6 +104,21 @@ def get_task(caller: Caller, task_id: str) -> Task:
     checks.required("task_id", task_id)
     checks.done()
     return _load(caller.team_id, task_id)
+
+
+def _status_as_seen(status: str, now: int):
+    """SQL condition: the row reads as `status` at `now` (expired leases included)."""
+    lapsed = leases.lapsed(now)
+    if status == TODO:
+        # The IN lets the (team, status, ...) index find the open rows among millions done.
+        lapsed_todo = (Task.status == TODO) | (lapsed & ~leases.cancels())
+        return Task.status.in_((TODO, IN_PROGRESS)) & lapsed_todo
+    if status == IN_PROGRESS:
+        return (Task.status == IN_PROGRESS) & leases.live(now)
+    if status == CANCELLED:
+        lapsed_cancelled = (Task.status == CANCELLED) | (lapsed & leases.cancels())
+        return Task.status.in_((CANCELLED, IN_PROGRESS)) & lapsed_cancelled
+    return Task.status == status
 
 
 def list_tasks(
@@ -91,16 +129,24 @@ def list_tasks(
     page = parse_page(page_size, page_token, ("tasks", team_id, where))
     if not all(could_be_id(i) for i in (where.project_id, where.agent_id) if i):
         return [], ""  # a filter naming what cannot exist matches nothing
+    now = now_us()
+    rows, next_page = paginate(list_query(team_id, where, now), Task, page)
+    return [_as_seen(row, now) for row in rows], next_page
+
+
+def list_query(team_id: str, where: TaskFilter, now: int):
+    """ListTasks' selection (before paging) as it reads at `now`."""
     query = Task.select().where(Task.team == team_id)
     if where.status:
-        query = query.where(Task.status == where.status)
+        query = query.where(_status_as_seen(where.status, now))
     if where.project_id:
         query = query.where(Task.project == where.project_id)
     if where.agent_id:
-        query = query.where(Task.assigned_agent == where.agent_id)
+        held = (Task.status != IN_PROGRESS) | leases.live(now)
+        query = query.where((Task.assigned_agent == where.agent_id) & held)
     if where.priority:
         query = query.where(Task.priority == where.priority)
-    return paginate(query, Task, page)
+    return query
 
 
 def _require_project(team_id: str, project_id: str) -> None:
@@ -162,6 +208,16 @@ def create_task(
         )
         return save_with_events(task, [CREATED], caller, created=True)
 
+    digest = idempotency.fingerprint(
+        project_id=project_id,
+        title=title,
+        description=description,
+        assigned_agent_id=assigned_agent_id,
+        priority=priority,
+        due_time=due_time,
+        max_attempts=max_attempts,
+    )
+
     return idempotency.once(
         team_id,
         "CreateTask",
@@ -169,6 +225,7 @@ def create_task(
         insert,
         lambda task: task.id,
         lambda task_id: _load(team_id, task_id),
+        digest,
     )
 
 
@@ -190,7 +247,7 @@ def update_task(caller: Caller, task_id: str, changes: dict[str, Any], etag: str
     checks.done()
     team_id = caller.team_id
     with write_transaction():
-        task = lock_task(team_id, task_id)
+        task = _lock(team_id, task_id)
         if changes.get("project_id"):
             _require_project(team_id, changes["project_id"])
         new_assignee = changes.get("assigned_agent_id") or None
@@ -264,7 +321,7 @@ def claim_task(caller: Caller, task_id: str, agent_id: str, lease_us: int | None
     checks.done()
     team_id = caller.team_id
     with write_transaction():
-        task = lock_task(team_id, task_id)
+        task = _lock(team_id, task_id)
         if not caller.is_agent:  # an Agent Token's own agent was found when it authenticated
             _require_agent(team_id, claimant)
         if task.status == IN_PROGRESS:
@@ -310,6 +367,7 @@ def claim_next_task(
     with write_transaction():
         if not caller.is_agent:
             _require_agent(team_id, claimant)
+        _expire_due(team_id)
         task = pick_next(team_id, claimant, project_id, priority)
         if task is None:
             return None
@@ -318,7 +376,35 @@ def claim_next_task(
         return save_with_events(task, [CLAIMED], caller)
 
 
+def _expire_due(team_id: str, limit: int = 100) -> None:
+    """Ends the team's leases that ran out, so the pick below sees those tasks as todo."""
+    now = now_us()
+    due = (
+        Task.select()
+        .where((Task.team == team_id) & leases.lapsed(now))
+        .order_by(Task.lease_expire_at)
+        .limit(limit)
+    )
+    for task in skip_locked(due):  # rows a sweeper holds: it ends them
+        if leases.is_due(task, now):
+            leases.expire(task)
+
+
+def next_lease_end(team_id: str) -> int | None:
+    """When the team's next lease runs out (µs), or None: a claim waiter wakes then."""
+    ends = Task.select(fn.MIN(Task.lease_expire_at)).where(
+        (Task.team == team_id) & (Task.status == IN_PROGRESS)
+    )
+    return ends.scalar()
+
+
 def pick_next(team_id: str, claimant: str, project_id: str, priority: int) -> Task | None:
+    """The best todo task for the claimant, locked."""
+    return skip_locked(pick_query(team_id, claimant, project_id, priority)).first()
+
+
+def pick_query(team_id: str, claimant: str, project_id: str, priority: int):
+    """ClaimNextTask's selection, best first (index task_pick_next backs its order)."""
     query = Task.select().where(
         (Task.team == team_id)
         & (Task.status == TODO)
@@ -328,8 +414,7 @@ def pick_next(team_id: str, claimant: str, project_id: str, priority: int) -> Ta
         query = query.where(Task.project == project_id)
     if priority:
         query = query.where(Task.priority == priority)
-    ordered = query.order_by(Task.priority.desc(), Task.created_at, Task.seq).limit(1)
-    return skip_locked(ordered).first()
+    return query.order_by(Task.priority.desc(), Task.created_at, Task.seq).limit(1)
 
 
 def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "") -> Task:
@@ -345,14 +430,15 @@ def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "
     # Scoped by task: a client that reuses a request_id for another task means another
     # completion, not a retry; a team-wide key would answer it with the first task.
     scope = f"CompleteTask:{task_id}"
+    digest = idempotency.fingerprint(result=result)
 
     def complete() -> Task:
-        task = lock_task(team_id, task_id)
+        task = _lock(team_id, task_id)
         if task.status != IN_PROGRESS:
             # A retry sent while its first attempt was still running waited here for that
             # attempt's lock: the task is now done by the very same request, so it is
             # answered as a retry (once() then replays it) rather than as a conflict.
-            if request_id and idempotency.remembered(team_id, scope, request_id) == task.id:
+            if request_id and idempotency.remembered(team_id, scope, request_id, digest) == task.id:
                 return task
             raise TaskNotInProgress(f"Task is {task.status}, not in_progress")
         if caller.is_agent and task.assigned_agent_id != caller.agent_id:
@@ -369,7 +455,35 @@ def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "
         complete,
         lambda task: task.id,
         lambda done_id: _load(team_id, done_id),
+        digest,
     )
+
+
+def heartbeat_task(caller: Caller, task_id: str, lease_us: int | None, progress: str) -> Task:
+    """Extends the lease of an in-progress task and records `progress` (empty: kept).
+
+    The new lease runs `lease_us` from now, or the claim's lease when unset or 0; a task
+    claimed without a lease keeps none. Only the assignee or a Team API Key. A heartbeat
+    is not an event: it would flood watchers and webhooks; it does change the etag.
+    """
+    checks = Checks()
+    checks.required("task_id", task_id)
+    checks.duration("lease_duration", lease_us, MAX_LEASE_US)
+    checks.text("progress", progress, PROGRESS_MAX)
+    checks.done()
+    with write_transaction():
+        task = _lock(caller.team_id, task_id)
+        if task.status != IN_PROGRESS:
+            raise TaskNotInProgress(f"Task is {task.status}, not in_progress")
+        if caller.is_agent and task.assigned_agent_id != caller.agent_id:
+            raise NotAssignedAgent()
+        lease = lease_us or task.lease_us
+        if lease:
+            task.lease_us = lease
+            task.lease_expire_at = now_us() + lease
+        if progress:
+            task.progress = progress
+        return save_with_events(task, [], caller)
 
 
 def move_task(caller: Caller, task_id: str, status: str, etag: str = "") -> Task:
@@ -380,7 +494,7 @@ def move_task(caller: Caller, task_id: str, status: str, etag: str = "") -> Task
         checks.fail("status", "must be a task status")
     checks.done()
     with write_transaction():
-        task = lock_task(caller.team_id, task_id)
+        task = _lock(caller.team_id, task_id)
         _check_etag(task, etag)
         if status == task.status:
             return task

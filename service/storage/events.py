@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from peewee import fn
 
 from .db import after_commit, before_commit, database, is_postgres, transaction_state
-from .models import TaskEvent
+from .models import EventRetentionMark, TaskEvent
 
 # Advisory lock class of the per-team event lock (the second key is the team's hash).
 _EVENTS_LOCK_CLASS = 7451002
@@ -143,3 +143,31 @@ def newest_of_teams(team_ids: Iterable[str]) -> dict[str, int]:
         .group_by(TaskEvent.team)
     )
     return {team_id: newest for team_id, newest in query.tuples().iterator()}
+
+
+def note_retention(max_deleted_event_id: int) -> None:
+    """Records that events up to this id may be gone; retention calls it as it deletes.
+
+    Call it in the deleting transaction. The mark only ever rises.
+    """
+    mark = EventRetentionMark.max_deleted_event_id
+    (
+        EventRetentionMark.insert(id=1, max_deleted_event_id=max_deleted_event_id)
+        .on_conflict(
+            conflict_target=[EventRetentionMark.id],
+            update={
+                mark: fn.MAX(mark, max_deleted_event_id)
+                if not is_postgres()
+                else fn.GREATEST(mark, max_deleted_event_id)
+            },
+        )
+        .execute()
+    )
+
+
+def retention_mark() -> int:
+    """The highest event id retention may have deleted (0: none deleted yet)."""
+    row = EventRetentionMark.select(EventRetentionMark.max_deleted_event_id).where(
+        EventRetentionMark.id == 1
+    )
+    return row.scalar() or 0

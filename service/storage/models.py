@@ -162,6 +162,8 @@ class IdempotencyKey(BaseModel):
     scope = pw.CharField(max_length=64)
     request_id = pw.CharField(max_length=200)
     resource_id = pw.CharField(max_length=32)
+    # SHA-256 of the request's content: the same key with other content is refused.
+    fingerprint = pw.CharField(max_length=64, default="")
     created_at = pw.BigIntegerField()
 
     class Meta:
@@ -255,6 +257,17 @@ class RateLimitBucket(BaseModel):
     bucket = pw.CharField(max_length=64, primary_key=True)
     tokens = pw.DoubleField()
     refilled_at = pw.DoubleField()
+
+
+class EventRetentionMark(BaseModel):
+    """One row: every event id up to `max_deleted_event_id` may have been deleted.
+
+    Created by migration 4 (not in MODELS). Ids are global across teams, so a team's own
+    ids have gaps: only this mark tells a resumed cursor that retention took events.
+    """
+
+    id = pw.IntegerField(primary_key=True)
+    max_deleted_event_id = pw.BigIntegerField()
 
 
 class SchemaMigration(BaseModel):

@@ -162,7 +162,8 @@ class TaskServiceServicer:
         hold returns it unchanged. `TASK_ALREADY_CLAIMED` if another agent holds
         it; `TASK_NOT_CLAIMABLE` if it is done, cancelled, or pre-assigned to
         another agent. No two claims of one task ever both succeed. Event
-        `task.claimed`.
+        `task.claimed`. A task whose lease ran out counts as todo at once: the
+        claim first writes its expiry (`task.moved`, reason `lease_expired`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,7 +172,8 @@ class TaskServiceServicer:
     def CompleteTask(self, request, context):
         """Moves an in-progress task to done and stores `result`. Only the assignee
         or a Team API Key: another agent gets `NOT_ASSIGNED_AGENT`; a task that
-        is not in progress is `TASK_NOT_IN_PROGRESS`. Event `task.completed`.
+        is not in progress (including one whose lease ran out) is
+        `TASK_NOT_IN_PROGRESS`. Event `task.completed`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,8 +195,14 @@ class TaskServiceServicer:
     def ClaimNextTask(self, request, context):
         """Claims the best todo task for the calling agent: assigned to it or
         unassigned, optionally in one project or of one priority; high before
-        normal before low, then oldest. Waits up to `wait` (at most 60 s) for
-        one to appear. Returns a response without `task` when none did.
+        normal before low, then oldest; a task whose lease ran out counts as
+        todo. Atomic under any number of callers and server processes (rows
+        other claims hold are skipped, never waited for). Waits up to `wait` (at
+        most 60 s, else `VALIDATION_ERROR` naming `wait`) for one to appear,
+        waking within a second of a task becoming claimable (created, moved back
+        to todo, lease expired) through any server; the wait also ends at the
+        call's deadline or cancellation. Returns a response without `task` when
+        none appeared. Event `task.claimed`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -202,8 +210,10 @@ class TaskServiceServicer:
 
     def HeartbeatTask(self, request, context):
         """Extends the lease of a task the caller holds and records `progress`.
-        `TASK_NOT_IN_PROGRESS` if it is not in progress (for example because the
-        lease already expired); `NOT_ASSIGNED_AGENT` if another agent holds it.
+        Only the assignee or a Team API Key. `TASK_NOT_IN_PROGRESS` if it is not
+        in progress (for example because the lease already expired);
+        `NOT_ASSIGNED_AGENT` if another agent holds it. Changes the etag; not an
+        event (heartbeats would flood watchers and webhooks).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -212,10 +222,14 @@ class TaskServiceServicer:
     def WatchTasks(self, request, context):
         """Streams the team's task events as they happen, with the same filters as
         `ListTasks`. A client that reconnects with `after_event_id` first
-        receives every event it missed (events are kept 7 days by default).
+        receives every event it missed, each once, in `event_id` order, then new
+        ones. Events are kept 7 days by default (`--event-retention`); resuming
+        from a point older than that is FAILED_PRECONDITION (`EVENTS_EXPIRED`,
+        status 410) naming the oldest event kept.
         The audit read: with the Team API Key, no filters and `after_event_id` = 1,
         it replays who (the acting agent, unset for the Team API Key) did what to
-        which task and when, for every retained event.
+        which task and when, for every retained event (once retention deleted
+        some, start from the id the `EVENTS_EXPIRED` error names).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from ..db import database, lock_for_migration, write_transaction
 from ..models import SchemaMigration
-from . import m001_initial, m002_event_record, m003_rate_limits, m004_webhooks
+from . import m001_initial, m002_event_record, m003_rate_limits, m004_webhooks, m005_queue
 
 
 class SchemaTooNew(Exception):
@@ -34,6 +34,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (2, "task event record", m002_event_record.apply),
     (3, "rate limits", m003_rate_limits.apply),
     (4, "webhooks", m004_webhooks.apply),
+    (5, "work queue", m005_queue.apply),
 ]
 
 

@@ -1,0 +1,110 @@
+"""The work queue's storage without gRPC: query plans stay on indexes, and a resume point
+that retention passed is refused with the oldest event kept."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import peewee as pw
+import pytest
+
+from agenttasks.server.domain import events, projects, retention, tasks, teams
+from agenttasks.server.domain.errors import EventsExpired
+from agenttasks.server.domain.tasks import TaskFilter
+from agenttasks.server.domain.values import MICROS, Caller, TokenKind, now_us
+from agenttasks.server.storage import db
+from agenttasks.server.storage import events as stored
+from agenttasks.server.storage.models import Task
+
+from ..fresh import fresh_database
+
+FILTERS = [
+    TaskFilter(),
+    *(TaskFilter(status=s) for s in ("todo", "in_progress", "done", "cancelled")),
+    TaskFilter(project_id="cproject"),
+    TaskFilter(agent_id="cagent"),
+    TaskFilter(priority=3),
+]
+
+
+def plan(query, *, sorted_by_index: bool = False) -> str:
+    """The database's plan for `query`. PostgreSQL is told to avoid sequential scans (and
+    with `sorted_by_index`, sorts), so a plan without them exists only if an index can
+    serve the query as it would at 1 M rows, whatever the few test rows make it prefer."""
+    sql, params = query.sql()
+    if db.is_postgres():
+        with db.database.atomic():
+            db.database.execute_sql("SET LOCAL enable_seqscan = off")
+            if sorted_by_index:
+                db.database.execute_sql("SET LOCAL enable_sort = off")
+            rows = db.database.execute_sql("EXPLAIN " + sql, params).fetchall()
+        return "\n".join(row[0] for row in rows)
+    rows = db.database.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+    return "\n".join(row[-1] for row in rows)
+
+
+def assert_on_an_index(text: str) -> None:
+    assert "Seq Scan" not in text, text
+    assert "Index" in text or "USING INDEX" in text or "USING COVERING INDEX" in text, text
+    assert not any(line.startswith("SCAN") and "INDEX" not in line for line in text.splitlines()), (
+        text
+    )
+
+
+@pytest.mark.parametrize("project_id, priority", [("", 0), ("cproject", 3), ("", 1)])
+def test_the_next_task_pick_reads_an_index_in_its_order(database_url, project_id, priority):
+    text = plan(
+        tasks.pick_query("cteam", "cagent", project_id, priority),
+        sorted_by_index=not project_id and not priority,
+    )
+
+    assert_on_an_index(text)
+    if not project_id and not priority:
+        assert "task_pick_next" in text, text
+        assert "TEMP B-TREE" not in text and "Sort" not in text, text
+
+
+@pytest.mark.parametrize("where", FILTERS, ids=repr)
+def test_each_list_filter_reads_an_index_page_by_page(database_url, where):
+    query = tasks.list_query("cteam", where, now_us())
+    page = (
+        query.where(pw.Tuple(Task.created_at, Task.seq) > pw.Tuple(1, 2))
+        .order_by(Task.created_at, Task.seq)
+        .limit(51)
+    )
+
+    assert_on_an_index(plan(page))
+
+
+def test_the_lease_sweep_reads_an_index(database_url):
+    due = Task.select().where((Task.status == "in_progress") & (Task.lease_expire_at <= 1))
+
+    assert_on_an_index(plan(due.order_by(Task.lease_expire_at).limit(100)))
+
+
+@pytest.fixture
+def alone(backend, tmp_path) -> Iterator[str]:
+    """A database of its own: the retention mark is one for the whole database."""
+    with fresh_database(backend, tmp_path) as url:
+        yield url
+
+
+def test_retention_raises_the_mark_and_a_resume_below_it_is_refused(alone):
+    team, _ = teams.create_team("Watchers")
+    caller = Caller(team.id, TokenKind.TEAM_API_KEY)
+    project = projects.create_project(caller, "", "Old", "", "")
+    for n in range(4):
+        tasks.create_task(caller, "", project.id, f"task {n}")
+    ids = [e.event_id for e in events.events_after(team.id, 0, 100)]
+    assert stored.retention_mark() == 0
+    events.check_resumable(team.id, 0)
+
+    retention.delete_events_before(now_us() + MICROS, limit=2)
+
+    assert stored.retention_mark() == ids[1]
+    events.check_resumable(team.id, ids[1])  # everything after it is still there
+    with pytest.raises(EventsExpired) as refused:
+        events.check_resumable(team.id, ids[0])
+    assert f"the oldest event kept is {ids[2]}" in refused.value.message
+    stored.note_retention(ids[0])  # a lower mark never lowers it
+    assert stored.retention_mark() == ids[1]
