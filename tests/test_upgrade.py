@@ -131,7 +131,7 @@ WORKING_TASK = {
     "progress": "half way",
     "due_time": T0 + 60 * MINUTE,
     "version": 2,
-    "lease_expire_at": T0 + 2 * MINUTE + 9,
+    "lease_expire_at": 4_102_444_800_123_465,  # 2100: a lease still running after the upgrade
     "lease_us": 5 * MINUTE,
     "attempt_count": 1,
     "max_attempts": 3,
@@ -142,7 +142,7 @@ WORKING_PAYLOAD = (
     '"description":"","status":"in_progress","priority":"low","assignedAgentId":"cagent",'
     '"result":null,"progress":"half way","dueTime":"2026-05-28T21:26:40.123456Z",'
     '"createdAt":"2026-05-28T20:26:40.123456Z","updatedAt":"2026-05-28T20:27:40.000001Z",'
-    '"etag":"2","leaseExpireTime":"2026-05-28T20:28:40.123465Z","attemptCount":1,'
+    '"etag":"2","leaseExpireTime":"2100-01-01T00:00:00.123465Z","attemptCount":1,'
     '"maxAttempts":3}'
 )
 

@@ -162,9 +162,9 @@ class IdempotencyKey(BaseModel):
     scope = pw.CharField(max_length=64)
     request_id = pw.CharField(max_length=200)
     resource_id = pw.CharField(max_length=32)
+    created_at = pw.BigIntegerField()
     # SHA-256 of the request's content: the same key with other content is refused.
     fingerprint = pw.CharField(max_length=64, default="")
-    created_at = pw.BigIntegerField()
 
     class Meta:
         indexes = ((("team", "scope", "request_id"), True),)
@@ -262,7 +262,7 @@ class RateLimitBucket(BaseModel):
 class EventRetentionMark(BaseModel):
     """One row: every event id up to `max_deleted_event_id` may have been deleted.
 
-    Created by migration 4 (not in MODELS). Ids are global across teams, so a team's own
+    Created by migration 5. Ids are global across teams, so a team's own
     ids have gaps: only this mark tells a resumed cursor that retention took events.
     """
 
@@ -285,8 +285,21 @@ MODELS: list[type[BaseModel]] = [
     TaskEvent,
     IdempotencyKey,
     RateLimitBucket,
+    EventRetentionMark,
     Webhook,
     WebhookCursor,
     WebhookDelivery,
     WebhookAttempt,
 ]
+
+
+# Migration 5's indexes, named as it names them (the claim pick sorts priority descending).
+for _name, _fields in (
+    ("task_pick_next", (Task.team, Task.status, Task.priority.desc(), Task.created_at, Task.seq)),
+    ("task_lease_due", (Task.status, Task.lease_expire_at)),
+    ("task_team_lease_due", (Task.team, Task.status, Task.lease_expire_at)),
+    ("task_team_status_order", (Task.team, Task.status, Task.created_at, Task.seq)),
+    ("task_team_agent_order", (Task.team, Task.assigned_agent, Task.created_at, Task.seq)),
+    ("task_team_priority_order", (Task.team, Task.priority, Task.created_at, Task.seq)),
+):
+    Task.add_index(Task.index(*_fields, name=_name))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import peewee as pw
 from playhouse.migrate import SchemaMigrator, migrate
 
-from .db import database
+from ..db import database
 
 # Written out, not built from the models: a migration keeps doing what it did when written.
 _INDEXES = (
@@ -24,18 +24,22 @@ _INDEXES = (
     " ON task (team_id, priority, created_at, seq)",
 )
 
-_WATERMARK = """
-CREATE TABLE IF NOT EXISTS event_retention_mark (
-    id INTEGER PRIMARY KEY,
-    max_deleted_event_id BIGINT NOT NULL
-)
-"""
+
+class _EventRetentionMark(pw.Model):
+    """Frozen as this migration created it: one row, the highest event id retention deleted."""
+
+    id = pw.IntegerField(primary_key=True)
+    max_deleted_event_id = pw.BigIntegerField()
+
+    class Meta:
+        database = database
+        table_name = "event_retention_mark"
 
 
 def apply() -> None:
     for statement in _INDEXES:
         database.execute_sql(statement)
-    database.execute_sql(_WATERMARK)
+    database.create_tables([_EventRetentionMark], safe=True)
     migrate(
         SchemaMigrator.from_database(database.obj).add_column(
             "idempotency_key", "fingerprint", pw.CharField(max_length=64, default="")
