@@ -378,12 +378,14 @@ def test_watch_resumes_after_an_event_with_every_event_missed_in_order_then_live
 
 def test_watch_filters_like_list_tasks(board: Board):
     other = board.world.project("Elsewhere")
+    board.create(title="before the resume point")
+    before = domain_events.last_event_id(board.world.id)
     board.create(project_id=other.id, title="not this one")
     board.create(title="this one")
 
     received = _take(
         board.admin.tasks.WatchTasks(
-            pb.WatchTasksRequest(after_event_id=1, project_id=board.project.id), timeout=20
+            pb.WatchTasksRequest(after_event_id=before, project_id=board.project.id), timeout=20
         ),
         1,
     )
@@ -479,8 +481,19 @@ def test_a_resume_point_retention_passed_is_refused_naming_the_oldest_event_kept
                     admin.tasks.WatchTasks(pb.WatchTasksRequest(after_event_id=second), timeout=20),
                     1,
                 )
+                # A stream from now is never refused, even for a team whose newest event
+                # is below the mark (here: every team but this one has none above it).
+                stored_events.note_retention(third + 1000)
+                live: list = []
+                stream = admin.tasks.WatchTasks(pb.WatchTasksRequest(), timeout=20)
+                reader = threading.Thread(target=lambda: live.extend(_take(stream, 1)))
+                reader.start()
+                time.sleep(0.5)
+                admin.tasks.CreateTask(pb.CreateTaskRequest(project_id=project.id, title="now"))
+                reader.join(10)
         finally:
             running.stop(0)
 
     assert f"the oldest event kept is {third}" in body.message
     assert [e.event_id for e in kept] == [third]
+    assert [e.task.title for e in live] == ["now"]

@@ -147,22 +147,26 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             "priority": convert.task_priority(request.priority),
         }
 
-        def read(cursor: int) -> tuple[int, list[events.Event]]:
+        def read(cursor: int, replaying: bool) -> tuple[int, list[events.Event]]:
             newest = events.last_event_id(team_id)  # first: every event up to it is committed
             batch = events.events_after(team_id, cursor, WATCH_BATCH, **where)
-            events.check_resumable(team_id, cursor)  # after the read: nothing went meanwhile
+            if replaying:  # after the read: retention took nothing it should have returned
+                events.check_resumable(team_id, cursor)
             return newest, batch
 
         cursor = request.after_event_id
-        if cursor <= 0:
+        # Only a client's resume point can fall behind retention; a live cursor keeps up.
+        replaying = cursor > 0
+        if not replaying:
             cursor = await self._hub.run(events.last_event_id, team_id)
         while True:
-            newest, batch = await self._hub.run(read, cursor)
+            newest, batch = await self._hub.run(read, cursor, replaying)
             for event in batch:
                 yield convert.watch_event(event)
             if len(batch) == WATCH_BATCH:
                 cursor = batch[-1].event_id
                 continue
+            replaying = False
             # Events up to `newest` that did not match the filters are passed over too.
             cursor = max(newest, batch[-1].event_id if batch else cursor)
             await self._hub.wait(team_id, cursor, WATCH_IDLE_SECONDS)
