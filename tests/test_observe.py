@@ -38,7 +38,7 @@ def test_a_call_logs_one_line_and_echoes_the_request_id(world, caplog):
     caplog.set_level(logging.INFO, "agenttasks.calls")
     agent, agent_client = world.agent()
     caplog.clear()
-    response, call = agent_client.teams.WhoAmI.with_call(
+    _, call = agent_client.teams.WhoAmI.with_call(
         teams_pb2.WhoAmIRequest(), metadata=[("x-request-id", "req-42")]
     )
     assert ("x-request-id", "req-42") in call.initial_metadata()
@@ -101,9 +101,7 @@ def test_codes_are_spelled_as_go_grpc_prometheus_does(code, spelled):
 def _scrape(port: int) -> dict[str, list]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    return {
-        family.name: family.samples for family in text_string_to_metric_families(text)
-    }
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
 
 
 def _count(samples, name: str, **labels: str) -> float:
