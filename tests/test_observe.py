@@ -60,6 +60,15 @@ def test_a_call_without_request_id_gets_one(world, caplog):
     assert _calls(caplog)[-1]["request_id"] == echoed
 
 
+@pytest.mark.parametrize("sent", ["x" * 101, "two words", "tk_" + "ab" * 32, "at_0123456789abcdef"])
+def test_a_request_id_that_is_not_a_plain_id_is_replaced(world, sent):
+    _, call = world.admin.teams.WhoAmI.with_call(
+        teams_pb2.WhoAmIRequest(), metadata=[("x-request-id", sent)]
+    )
+    echoed = dict(call.initial_metadata())["x-request-id"]
+    assert echoed != sent and len(echoed) == 32
+
+
 def test_refusals_are_warnings_with_the_documented_code(world, caplog):
     caplog.set_level(logging.INFO, "agenttasks.calls")
     raises("UNAUTHORIZED", world.client("tk_" + "0" * 64).teams.WhoAmI, teams_pb2.WhoAmIRequest())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,7 @@ from agenttasks.server.server import create_server
 from agenttasks.v1 import teams_pb2
 
 from .conftest import POSTGRES_URL, _postgres_database, start_server
-from .test_cli import AGENTTASKS, TEAM_KEY, Served, cli_env
+from .test_cli import AGENTTASKS, START_TIMEOUT, TEAM_KEY, Served, cli_env, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -99,3 +100,22 @@ def test_a_lone_server_does_not_share_its_port(database_url):
             create_server(ServerConfig(host="127.0.0.1", port=running.port))
     finally:
         running.stop(0)
+
+
+def test_each_worker_process_serves_metrics_on_its_own_port(tmp_path):
+    metrics_port = free_port()
+    with Served(
+        tmp_path, "--db", "sqlite:///w.db", "--workers", "2", "--metrics-port", str(metrics_port)
+    ) as served:
+        served.wait_serving()
+        for port in (metrics_port, metrics_port + 1):
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as answer:
+                        assert b"agenttasks_tasks{" in answer.read()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, served.stderr
+                    time.sleep(0.1)
+        assert served.terminate() == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ from ..metrics import Metrics
 log = logging.getLogger("agenttasks.calls")
 
 REQUEST_ID = "x-request-id"
-_REQUEST_ID_MAX = 100  # characters of a client's id that are kept (it is echoed and logged)
+# A client's id is echoed and logged, so only plain ids are kept, and nothing shaped like
+# a token (a careless client might send one there): those get a generated id instead.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,100}")
+_SECRET_LIKE = re.compile(r"(tk|at)_[0-9a-f]{16}|whsec_", re.IGNORECASE)
 # Refusals an operator watches for (credential stuffing, a runaway client): WARNING.
 _WARN = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
@@ -56,10 +60,18 @@ def go_code(code: grpc.StatusCode) -> str:
     return "".join(word.capitalize() for word in code.name.split("_"))
 
 
+def current_request_id() -> str | None:
+    """The request id of the call being handled (for error messages that quote it)."""
+    record = _record.get(None)
+    return record.request_id if record is not None else None
+
+
 def _request_id(metadata) -> str:
     for key, value in metadata or ():
-        if key == REQUEST_ID and isinstance(value, str) and value.strip():
-            return "".join(c for c in value.strip() if c.isprintable())[:_REQUEST_ID_MAX]
+        if key == REQUEST_ID and isinstance(value, str):
+            value = value.strip()
+            if _PLAIN_ID.fullmatch(value) and not _SECRET_LIKE.search(value):
+                return value
     return uuid.uuid4().hex
 
 
