@@ -31,9 +31,14 @@ test: venv
 test-fast: venv
 	$(BIN)/pytest -q -m 'not slow'
 
+# The descriptor set keeps the proto comments, so reflection (grpcurl describe) shows them.
+DESCRIPTORS := agenttasks/v1/descriptor_set.binpb
+
 proto: venv
 	$(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis \
 	  --python_out=generated --pyi_out=generated --grpc_python_out=generated $(PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis --include_source_info \
+	  --descriptor_set_out=generated/$(DESCRIPTORS) $(PROTOS)
 
 # Fails when the committed stubs differ from what the protos generate.
 proto-check: venv
@@ -41,6 +46,8 @@ proto-check: venv
 	$(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis \
 	  --python_out=build/proto-check --pyi_out=build/proto-check \
 	  --grpc_python_out=build/proto-check $(PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis --include_source_info \
+	  --descriptor_set_out=build/proto-check/$(DESCRIPTORS) $(PROTOS)
 	diff -r -x __init__.py -x __pycache__ -x py.typed build/proto-check/agenttasks generated/agenttasks \
 	  || (echo "generated/ is stale: run 'make proto' and commit it" && exit 1)
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from importlib import metadata
 
-from . import cli_teams, config, workers
+from . import cli_teams, config, listen, logs, tls, workers
 from .config import ConfigError, ServerConfig
 from .domain import teams
 from .ratelimit import RateLimits
@@ -59,6 +59,14 @@ def _worker_arguments(parser: argparse.ArgumentParser, defaults: ServerConfig) -
         type=_setting("--log-level", config.log_level),
         default=defaults.log_level,
         help=f"one of {', '.join(config.LOG_LEVELS)} (env AGENTTASKS_LOG_LEVEL; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format",
+        metavar="FORMAT",
+        type=_setting("--log-format", config.log_format),
+        default=defaults.log_format,
+        help="text, or json: one JSON object per line (env AGENTTASKS_LOG_FORMAT; "
         "default %(default)s)",
     )
 
@@ -145,6 +153,25 @@ def _parser() -> argparse.ArgumentParser:
         default=not defaults.run_workers,
         help="serve only: run no background jobs (env AGENTTASKS_NO_WORKERS=1)",
     )
+    option(
+        "--metrics-port",
+        metavar="N",
+        type=_setting("--metrics-port", config.port),
+        default=defaults.metrics_port,
+        help="serve Prometheus metrics at http://HOST:N/metrics; 0 turns them off; with "
+        "--workers, process i uses N+i (env AGENTTASKS_METRICS_PORT; default off)",
+    )
+    for name, env, what in (
+        ("cert", "CERT", "PEM certificate (chain) of the server; with --tls-key, TLS only"),
+        ("key", "KEY", "PEM private key of --tls-cert"),
+        ("client-ca", "CLIENT_CA", "PEM CA certificates: clients must present one it signed"),
+    ):
+        option(
+            f"--tls-{name}",
+            metavar="FILE",
+            default=getattr(defaults, f"tls_{name.replace('-', '_')}"),
+            help=f"{what} (env AGENTTASKS_TLS_{env})",
+        )
     _worker_arguments(serve, defaults)
 
     worker = commands.add_parser(
@@ -176,15 +203,8 @@ def _open(url: str) -> None:
     migrations.migrate()
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Peewee logs every statement with its parameters at DEBUG; those may hold secrets
-    # (webhook signing keys), so its statements stay out of the log at any level.
-    logging.getLogger("peewee").setLevel(logging.INFO)
-
-
 def run_serve(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     settings = dataclasses.replace(
         ServerConfig.from_env(),
         host=args.host,
@@ -201,9 +221,19 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         run_workers=not args.no_workers,
         event_retention=args.event_retention,
+        log_format=args.log_format,
+        metrics_port=args.metrics_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     if settings.workers > 1 and settings.port == 0:
         raise ConfigError("--workers: more than 1 needs a fixed --port (not 0)")
+    if settings.metrics_port and settings.metrics_port + settings.workers - 1 > 65535:
+        raise ConfigError("--metrics-port: N + --workers - 1 must be at most 65535")
+    tls.check(settings)  # a bad certificate is a bad setting, before anything starts
+    if settings.port != 0:
+        listen.ensure_free(settings.host, settings.port)
     _open(settings.db_url)
     created = teams.create_default_team_if_empty()
     if created is not None:
@@ -248,7 +278,7 @@ def _serve_here(settings: ServerConfig) -> int:
 
 def run_worker(args: argparse.Namespace) -> int:
     """Runs the background jobs until SIGTERM/SIGINT, then finishes the items in hand."""
-    _configure_logging(args.log_level)
+    logs.configure(args.log_level, args.log_format)
     settings = dataclasses.replace(
         ServerConfig.from_env(),
         db_url=args.db,
@@ -267,13 +297,15 @@ def _serve_in_processes(settings: ServerConfig) -> int:
     """Forks `workers` servers that share the port; signals are passed on to them."""
     db.close()  # no database connection may cross a fork
     children = []
-    for _ in range(settings.workers):
+    for index in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # the child: gRPC has not started in this process tree yet
             code = 1
             try:
                 db.open_database(settings.db_url)
-                code = _serve_here(settings)
+                # Each process counts its own calls, so each serves metrics on its own port.
+                metrics_port = settings.metrics_port and settings.metrics_port + index
+                code = _serve_here(dataclasses.replace(settings, metrics_port=metrics_port))
             finally:
                 os._exit(code)
         children.append(pid)

@@ -13,6 +13,7 @@ from .storage.db import DEFAULT_URL
 T = TypeVar("T", int, float)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -47,6 +48,13 @@ def log_level(setting: str, text: str) -> str:
     if level not in LOG_LEVELS:
         raise ConfigError(f"{setting} must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
     return level
+
+
+def log_format(setting: str, text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(f"{setting} must be one of {', '.join(LOG_FORMATS)}, not {text!r}")
+    return value
 
 
 def flag(setting: str, text: str) -> bool:
@@ -112,6 +120,14 @@ class ServerConfig:
     log_level: str = "INFO"
     # Background jobs (lease sweeper, event retention) beside the server.
     run_workers: bool = True
+    log_format: str = "text"
+    # Port of the Prometheus /metrics endpoint; 0 turns it off.
+    metrics_port: int = 0
+    # PEM files; with a certificate and key the server speaks TLS only.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Clients must present a certificate signed by this CA (mutual TLS).
+    tls_client_ca: str | None = None
     # Seconds task events are kept (WatchTasks can resume within it); 0 keeps them forever.
     event_retention: float = 7 * 86400.0
     # Seconds an endpoint may keep failing before it is disabled.
@@ -142,4 +158,9 @@ class ServerConfig:
             webhook_disable_after=_env(
                 "AGENTTASKS_WEBHOOK_DISABLE_AFTER", duration, cls.webhook_disable_after
             ),
+            log_format=_env("AGENTTASKS_LOG_FORMAT", log_format, cls.log_format),
+            metrics_port=_env("AGENTTASKS_METRICS_PORT", port, cls.metrics_port),
+            tls_cert=os.environ.get("AGENTTASKS_TLS_CERT", "").strip() or None,
+            tls_key=os.environ.get("AGENTTASKS_TLS_KEY", "").strip() or None,
+            tls_client_ca=os.environ.get("AGENTTASKS_TLS_CLIENT_CA", "").strip() or None,
         )

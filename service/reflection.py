@@ -1,34 +1,68 @@
-"""Server reflection over the default descriptor pool, able to resolve method names.
+"""Server reflection that resolves method names and serves the proto comments.
 
 The upb descriptor pool does not find files by a method's full name
-(`agenttasks.v1.TaskService.ClaimTask`), which `grpcurl describe` asks for; this pool
-answers that from the method's service and delegates everything else.
+(`agenttasks.v1.TaskService.ClaimTask`), which `grpcurl describe` asks for, and its files
+lack source info, so `describe` would show no comments. This pool answers method names
+from the method's service, and hands out our files as compiled with their comments
+(`make proto` writes the descriptor set beside the stubs).
 """
 
 from __future__ import annotations
 
+from functools import cache
+from importlib import resources
 from typing import Any
 
-from google.protobuf import descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection
 
 SERVICE_NAME = reflection.SERVICE_NAME
 
 
-class _MethodAwarePool:
+@cache
+def documented_files() -> dict[str, descriptor_pb2.FileDescriptorProto]:
+    """Our .proto files with their source info (comments), by file name."""
+    data = resources.files("agenttasks.v1").joinpath("descriptor_set.binpb").read_bytes()
+    return {file.name: file for file in descriptor_pb2.FileDescriptorSet.FromString(data).file}
+
+
+class _Documented:
+    """A file descriptor whose proto copy keeps the comments (what reflection reads)."""
+
+    def __init__(self, descriptor: Any) -> None:
+        self._descriptor = descriptor
+        self.name = descriptor.name
+
+    @property
+    def dependencies(self) -> list[_Documented]:
+        return [_Documented(file) for file in self._descriptor.dependencies]
+
+    def CopyToProto(self, proto: descriptor_pb2.FileDescriptorProto) -> None:
+        # Only the comments are taken from the set: the rest stays as the stubs describe it
+        # (grpcurl's JSON field names, for one, follow what reflection served before).
+        self._descriptor.CopyToProto(proto)
+        documented = documented_files().get(self.name)
+        if documented is not None:
+            proto.source_code_info.CopyFrom(documented.source_code_info)
+
+
+class _ReflectionPool:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
 
+    def FindFileByName(self, name: str) -> Any:
+        return _Documented(self._pool.FindFileByName(name))
+
     def FindFileContainingSymbol(self, symbol: str) -> Any:
         try:
-            return self._pool.FindFileContainingSymbol(symbol)
+            return _Documented(self._pool.FindFileContainingSymbol(symbol))
         except KeyError:
-            return self._pool.FindMethodByName(symbol).containing_service.file
+            return _Documented(self._pool.FindMethodByName(symbol).containing_service.file)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
 
 def enable(service_names: list[str], server: Any) -> None:
-    pool = _MethodAwarePool(descriptor_pool.Default())
+    pool = _ReflectionPool(descriptor_pool.Default())
     reflection.enable_server_reflection([*service_names, SERVICE_NAME], server, pool=pool)

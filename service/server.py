@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Coroutine
@@ -25,15 +26,18 @@ from agenttasks.v1 import (
     webhooks_pb2_grpc,
 )
 
-from . import reflection
+from . import dbhealth, reflection, tls
 from .api.agents import AgentServicer
 from .api.interceptor import GateInterceptor
+from .api.observe import ObserveInterceptor
 from .api.projects import ProjectServicer
 from .api.tasks import TaskServicer
 from .api.teams import TeamServicer
 from .api.webhooks import WebhookServicer
-from .config import ServerConfig
+from .config import ConfigError, ServerConfig
 from .gate import Gate
+from .listen import in_use_message
+from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .waits import WaitHub
 
@@ -61,6 +65,9 @@ MAX_CONCURRENT_STREAMS = 1000
 
 def _options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
+        # Only the processes of one `serve --workers N` share the port; a lone server
+        # must fail on a busy port instead of splitting its calls with a stranger.
+        ("grpc.so_reuseport", int(config.workers > 1)),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         # Keep idle connections healthy through proxies, and tolerate clients that ping
@@ -85,6 +92,17 @@ def _options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
+class _ContextExecutor(futures.Executor):
+    """Runs work with the submitter's contextvars (run_in_executor does not carry them), so
+    the per-call record reaches the thread where the gate admits the caller."""
+
+    def __init__(self, inner: futures.Executor) -> None:
+        self._inner = inner
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        return self._inner.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+
 class RunningServer:
     """A server running on its own event loop thread, driven from ordinary (sync) code."""
 
@@ -104,8 +122,11 @@ class RunningServer:
 
     async def _start(self, config: ServerConfig, limiter: RateLimiter | None) -> int:
         self.hub = WaitHub(self.loop, self.executor)
+        credentials = tls.credentials(config)
+        self.metrics = Metrics() if config.metrics_port else None
+        gate = GateInterceptor(Gate(config.rate_limits, limiter), _ContextExecutor(self.executor))
         self.server = grpc.aio.server(
-            interceptors=[GateInterceptor(Gate(config.rate_limits, limiter), self.executor)],
+            interceptors=[ObserveInterceptor(self.metrics), gate],
             options=_options(config),
         )
         tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.hub), self.server)
@@ -123,11 +144,28 @@ class RunningServer:
         if config.reflection:
             reflection.enable([*SERVICE_NAMES, health.SERVICE_NAME], self.server)
 
-        port = self.server.add_insecure_port(f"{config.host}:{config.port}")
+        address = f"{config.host}:{config.port}"
+        try:
+            if credentials is None:
+                port = self.server.add_insecure_port(address)
+            else:
+                port = self.server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc's "Failed to bind": another process holds the port
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {config.host}:{config.port}")
+            raise ConfigError(in_use_message(config.port))
+        if self.metrics is not None:
+            try:
+                self.metrics.serve(config.host, config.metrics_port)
+            except OSError as error:
+                raise ConfigError(
+                    f"--metrics-port (AGENTTASKS_METRICS_PORT): cannot listen on "
+                    f"{config.metrics_port} ({error.strerror})"
+                ) from None
         await self.server.start()
         self.hub.start()
+        names = ["", *SERVICE_NAMES]
+        self._db_watch = asyncio.create_task(dbhealth.watch(self.health, names, self.executor))
         return port
 
     def stop(self, grace: float | None = None) -> None:
@@ -138,9 +176,12 @@ class RunningServer:
             self._close_loop()
 
     async def _stop(self, grace: float | None) -> None:
+        self._db_watch.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.hub.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def _close_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -30,6 +30,11 @@ ENV_SETTINGS = [
     "RATE_LIMIT_AUTH_FAILURES",
     "SHUTDOWN_GRACE",
     "LOG_LEVEL",
+    "LOG_FORMAT",
+    "METRICS_PORT",
+    "TLS_CERT",
+    "TLS_KEY",
+    "TLS_CLIENT_CA",
 ]
 
 # (arguments, environment, what the one line must say)
@@ -54,6 +59,19 @@ BAD_SETTINGS = [
     (["serve", "--workers", "0"], {}, "--workers must be a whole number of at least 1"),
     (["serve", "--workers", "2", "--port", "0"], {}, "--workers: more than 1 needs a fixed"),
     (["serve", "--rate-limit-other", "x"], {}, "--rate-limit-other must be"),
+    (["serve", "--log-format", "xml"], {}, "--log-format must be one of text, json, not 'xml'"),
+    (["serve"], {"AGENTTASKS_LOG_FORMAT": "yaml"}, "AGENTTASKS_LOG_FORMAT must be one of"),
+    (["serve", "--metrics-port", "70000"], {}, "--metrics-port must be a whole number from 0"),
+    (["serve"], {"AGENTTASKS_METRICS_PORT": "-5"}, "AGENTTASKS_METRICS_PORT must be a whole"),
+    (["serve", "--metrics-port", "65535", "--workers", "2"], {}, "--metrics-port: N + --workers"),
+    (
+        ["serve", "--tls-cert", "no-such.pem", "--tls-key", "no-such.key"],
+        {},
+        "--tls-cert (AGENTTASKS_TLS_CERT): cannot read 'no-such.pem'",
+    ),
+    (["serve", "--tls-cert", ".", "--tls-key", "."], {}, "cannot read '.' (Is a directory)"),
+    (["serve", "--tls-cert", "server.pem"], {}, "--tls-key (AGENTTASKS_TLS_KEY) is missing"),
+    (["serve"], {"AGENTTASKS_TLS_KEY": "key.pem"}, "--tls-cert (AGENTTASKS_TLS_CERT) is missing"),
     (["team", "rotate-key", "--id", "cnosuchteam"], {}, "no team has the id 'cnosuchteam'"),
     (["team", "rotate-key", "--name", "Nobody"], {}, "no team is named 'Nobody'"),
 ]

@@ -126,6 +126,9 @@ def test_describe_a_single_method_and_an_unknown_symbol(address):
     done = grpcurl("-plaintext", address, "describe", "agenttasks.v1.TaskService.ClaimTask")
     assert done.returncode == 0, done.stderr
     assert "agenttasks.v1.TaskService.ClaimTask is a method:" in done.stdout
+    assert "// hold returns it unchanged. `TASK_ALREADY_CLAIMED` if another agent holds" in (
+        done.stdout
+    ), "describe shows the proto comments"
     done = grpcurl("-plaintext", address, "describe", "agenttasks.v1.NoSuchThing")
     assert done.returncode != 0
     assert "Symbol not found" in done.stderr

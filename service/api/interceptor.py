@@ -23,6 +23,7 @@ from ..domain.values import Caller, own_team
 from ..gate import Gate
 from ..permissions import is_public
 from .errors import to_status
+from .observe import note_caller
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
         def admit(request, context) -> Caller:
             address = client_address(context.peer())
             caller = self._gate.admit(method, authorization, address)
+            note_caller(caller)  # for the call's log line
             if isinstance(request, Undecodable):
                 log.warning(
                     "undecodable request to %s from %s: %s",

@@ -1,0 +1,216 @@
+"""Per-call log line, request id and Prometheus counts, for every call the server sees.
+
+Placed before the gate, so refused calls (bad token, rate limit) are counted and logged
+too. The gate fills in the caller through `note_caller` once it has admitted the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from ..domain.values import Caller
+from ..metrics import Metrics
+
+log = logging.getLogger("agenttasks.calls")
+
+REQUEST_ID = "x-request-id"
+# A client's id is echoed and logged, so only plain ids are kept, and nothing shaped like
+# a token (a careless client might send one there): those get a generated id instead.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,100}")
+_SECRET_LIKE = re.compile(r"(tk|at)_[0-9a-f]{16}|whsec_", re.IGNORECASE)
+# Refusals an operator watches for (credential stuffing, a runaway client): WARNING.
+_WARN = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@dataclass
+class CallRecord:
+    """What is known about one call; the gate adds the caller when it admits it."""
+
+    request_id: str
+    team_id: str = ""
+    agent_id: str = ""
+
+
+_record: contextvars.ContextVar[CallRecord] = contextvars.ContextVar("call_record")
+
+
+def note_caller(caller: Caller) -> None:
+    """Records the admitted caller of the current call (a no-op outside an observed call)."""
+    record = _record.get(None)
+    if record is not None:
+        record.team_id = caller.team_id
+        record.agent_id = caller.agent_id or ""
+
+
+def go_code(code: grpc.StatusCode) -> str:
+    """The code as go-grpc-prometheus spells it: `NOT_FOUND` -> `NotFound`."""
+    if code is grpc.StatusCode.CANCELLED:
+        return "Canceled"
+    if code is grpc.StatusCode.OK:
+        return "OK"
+    return "".join(word.capitalize() for word in code.name.split("_"))
+
+
+def current_request_id() -> str | None:
+    """The request id of the call being handled (for error messages that quote it)."""
+    record = _record.get(None)
+    return record.request_id if record is not None else None
+
+
+def _request_id(metadata) -> str:
+    for key, value in metadata or ():
+        if key == REQUEST_ID and isinstance(value, str):
+            value = value.strip()
+            if _PLAIN_ID.fullmatch(value) and not _SECRET_LIKE.search(value):
+                return value
+    return uuid.uuid4().hex
+
+
+def _documented_code(context) -> str:
+    """The documented error code (e.g. TASK_ALREADY_CLAIMED) of an aborted call, or ""."""
+    for key, value in context.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    return info.reason
+    return ""
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _status(context, error: BaseException | None) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, int):
+        code = _STATUS_CODES.get(code, grpc.StatusCode.UNKNOWN)
+    if code is not None:
+        return code
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN
+    if isinstance(error, BaseException) and not isinstance(error, Exception):
+        # Cancelled by the client, or its deadline passed.
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+_KINDS = (
+    ("unary_unary", "unary"),
+    ("unary_stream", "server_stream"),
+    ("stream_unary", "client_stream"),
+    ("stream_stream", "bidi_stream"),
+)
+
+
+class ObserveInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata
+        for attribute, kind in _KINDS:
+            inner = getattr(handler, attribute)
+            if inner is None:
+                continue
+            call = _Call(method, kind, metadata, self._metrics)
+            if inspect.isasyncgenfunction(inner):
+                return handler._replace(**{attribute: call.stream(inner)})
+            if inspect.iscoroutinefunction(inner):
+                return handler._replace(**{attribute: call.unary(inner)})
+        return handler  # a synchronous handler: none is registered
+
+
+class _Call:
+    def __init__(self, method: str, kind: str, metadata, metrics: Metrics | None) -> None:
+        self.method = method.lstrip("/")
+        self.service, _, self.name = self.method.partition("/")
+        self.kind = kind
+        self.record = CallRecord(_request_id(metadata))
+        self.metrics = metrics
+
+    async def _begin(self, context) -> float:
+        _record.set(self.record)
+        if self.metrics is not None:
+            self.metrics.started(self.kind, self.service, self.name)
+        await context.send_initial_metadata(((REQUEST_ID, self.record.request_id),))
+        return time.perf_counter()
+
+    def unary(self, inner):
+        async def observed(request, context):
+            started = await self._begin(context)
+            error = None
+            try:
+                return await inner(request, context)
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._end(context, started, error)
+
+        return observed
+
+    def stream(self, inner):
+        async def observed(request, context):
+            started = await self._begin(context)
+            error = None
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._end(context, started, error)
+
+        return observed
+
+    def _end(self, context, started: float, error: BaseException | None) -> None:
+        seconds = time.perf_counter() - started
+        code = _status(context, error)
+        if self.metrics is not None:
+            self.metrics.handled(self.kind, self.service, self.name, go_code(code), seconds)
+        reason = _documented_code(context) if code is not grpc.StatusCode.OK else ""
+        fields = {
+            "method": self.method,
+            "code": code.name,
+            "error_code": reason,
+            "duration_ms": round(seconds * 1000, 1),
+            "peer": context.peer(),
+            "team_id": self.record.team_id,
+            "agent_id": self.record.agent_id,
+            "request_id": self.record.request_id,
+        }
+        level = logging.WARNING if code in _WARN else logging.INFO
+        log.log(
+            level,
+            "%s %s%s %.1fms peer=%s team=%s agent=%s request_id=%s",
+            self.method,
+            code.name,
+            f" {reason}" if reason else "",
+            fields["duration_ms"],
+            fields["peer"],
+            fields["team_id"] or "-",
+            fields["agent_id"] or "-",
+            fields["request_id"],
+            extra={"call": fields},
+        )
