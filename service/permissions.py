@@ -64,6 +64,7 @@ PERMISSIONS: dict[str, Rule] = {
     _T + "ClaimNextTask": ANY,
     _T + "HeartbeatTask": ANY,
     _T + "WatchTasks": ANY,
+    _T + "ListTaskEvents": ANY,
     _P + "ListProjects": ANY,
     _P + "GetProject": ANY,
     _P + "CreateProject": team_key("create projects"),

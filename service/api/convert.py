@@ -215,13 +215,21 @@ def task_from_view(view: dict[str, Any]) -> tasks_pb2.Task:
     )
 
 
-def watch_event(event: events.Event) -> tasks_pb2.WatchTasksResponse:
+def _event_fields(event: events.Event) -> dict[str, Any]:
     agent = tasks_pb2.ActingAgent(id=event.agent.id, name=event.agent.name) if event.agent else None
-    return tasks_pb2.WatchTasksResponse(
-        event_id=event.event_id,
-        event=event.event,
-        task=task_from_view(event.task),
-        agent=agent,
-        time=timestamp(event.time),
-        reason=event.reason,
-    )
+    return {
+        "event_id": event.event_id,
+        "event": event.event,
+        "task": task_from_view(event.task),
+        "agent": agent,
+        "time": timestamp(event.time),
+        "reason": event.reason,
+    }
+
+
+def watch_event(event: events.Event) -> tasks_pb2.WatchTasksResponse:
+    return tasks_pb2.WatchTasksResponse(**_event_fields(event))
+
+
+def task_event(event: events.Event) -> tasks_pb2.TaskEvent:
+    return tasks_pb2.TaskEvent(**_event_fields(event))

@@ -107,6 +107,19 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         )
         return pb.HeartbeatTaskResponse(task=convert.task(task))
 
+    def ListTaskEvents(self, request, context):
+        rows, next_page = events.list_events(
+            current_caller(),
+            request.team_id,
+            request.task_id,
+            request.agent_id,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListTaskEventsResponse(
+            events=[convert.task_event(row) for row in rows], next_page_token=next_page
+        )
+
     async def ClaimNextTask(self, request, context):
         caller = current_caller()
         wait_us = convert.micros_of(request, "wait")

@@ -23,7 +23,8 @@ from typing import Any
 from ..storage import events as stored
 from ..storage.models import Task
 from .errors import EventsExpired
-from .values import Caller
+from .pagination import next_token, parse_page
+from .values import Caller, could_be_id, own_team
 
 FORMAT = 1
 PRIORITY_WORDS = {1: "low", 2: "normal", 3: "high"}
@@ -168,4 +169,28 @@ def check_resumable(team_id: str, after_event_id: int) -> None:
     raise EventsExpired(
         f"Events after {after_event_id} are no longer kept (retention deleted events up to"
         f" {mark}; {kept}): list the tasks again, then watch from {mark} or from now"
+    )
+
+
+def list_events(
+    caller: Caller, team_id: str, task_id: str, agent_id: str, page_size: int, page_token: str
+) -> tuple[list[Event], str]:
+    """The audit read: the team's retained events, oldest first, one page at a time."""
+    team_id = own_team(caller, team_id)
+    page = parse_page(page_size, page_token, ("events", team_id, task_id, agent_id))
+    if not all(could_be_id(i) for i in (task_id, agent_id) if i):
+        return [], ""  # a filter naming what cannot exist matches nothing
+    after_event_id = page.after[1] if page.after else 0
+    rows = stored.after(
+        team_id,
+        after_event_id,
+        page.size + 1,
+        task_id=task_id or None,
+        actor_agent_id=agent_id or None,
+    )
+    if len(rows) <= page.size:
+        return [Event.of(row) for row in rows], ""
+    last = rows[page.size - 1]
+    return [Event.of(row) for row in rows[: page.size]], next_token(
+        page, last.created_at, last.event_id
     )

@@ -83,4 +83,9 @@ def paginate(
         return rows, ""
     rows = rows[: page.size]
     last = rows[-1]
-    return rows, _token(last.created_at, last.seq, page.fingerprint)
+    return rows, next_token(page, last.created_at, last.seq)
+
+
+def next_token(page: Page, created_at: int, seq: int) -> str:
+    """The token of the page after one that ended with the row (created_at, seq)."""
+    return _token(created_at, seq, page.fingerprint)

@@ -104,6 +104,8 @@ def after(
     status: str | None = None,
     assigned_agent_id: str | None = None,
     priority: int | None = None,
+    task_id: str | None = None,
+    actor_agent_id: str | None = None,
 ) -> list[EventRow]:
     """The team's events with ids above `after_event_id`, oldest first, never skipping one."""
     columns = [TaskEvent._meta.columns[name] for name in _COLUMNS]
@@ -118,6 +120,10 @@ def after(
         query = query.where(TaskEvent.assigned_agent_id == assigned_agent_id)
     if priority is not None:
         query = query.where(TaskEvent.priority == priority)
+    if task_id is not None:
+        query = query.where(TaskEvent.task_id == task_id)
+    if actor_agent_id is not None:
+        query = query.where(TaskEvent.agent_id == actor_agent_id)
     rows = query.order_by(TaskEvent.event_id).limit(limit).tuples()
     return [EventRow(*row) for row in rows.iterator()]
 

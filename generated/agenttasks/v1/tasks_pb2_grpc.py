@@ -98,6 +98,11 @@ class TaskServiceStub:
                 request_serializer=agenttasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
                 response_deserializer=agenttasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
                 _registered_method=True)
+        self.ListTaskEvents = channel.unary_unary(
+                '/agenttasks.v1.TaskService/ListTaskEvents',
+                request_serializer=agenttasks_dot_v1_dot_tasks__pb2.ListTaskEventsRequest.SerializeToString,
+                response_deserializer=agenttasks_dot_v1_dot_tasks__pb2.ListTaskEventsResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -226,10 +231,18 @@ class TaskServiceServicer:
         ones. Events are kept 7 days by default (`--event-retention`); resuming
         from a point older than that is FAILED_PRECONDITION (`EVENTS_EXPIRED`,
         status 410) naming the oldest event kept.
-        The audit read: with the Team API Key, no filters and `after_event_id` = 1,
-        it replays who (the acting agent, unset for the Team API Key) did what to
-        which task and when, for every retained event (once retention deleted
-        some, start from the id the `EVENTS_EXPIRED` error names).
+        For a paged history of past events (an audit read), use `ListTaskEvents`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaskEvents(self, request, context):
+        """The audit read: the team's retained task events, oldest first, paginated —
+        who (the acting agent; unset for a Team API Key or the server) did what to
+        which task and when. Optional filters: one task, one acting agent. Events
+        older than `--event-retention` (7 days by default) are gone. Errors:
+        `VALIDATION_ERROR` (page_size < 0, a bad page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -287,6 +300,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.WatchTasks,
                     request_deserializer=agenttasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.FromString,
                     response_serializer=agenttasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.SerializeToString,
+            ),
+            'ListTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskEvents,
+                    request_deserializer=agenttasks_dot_v1_dot_tasks__pb2.ListTaskEventsRequest.FromString,
+                    response_serializer=agenttasks_dot_v1_dot_tasks__pb2.ListTaskEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -573,6 +591,33 @@ class TaskService:
             '/agenttasks.v1.TaskService/WatchTasks',
             agenttasks_dot_v1_dot_tasks__pb2.WatchTasksRequest.SerializeToString,
             agenttasks_dot_v1_dot_tasks__pb2.WatchTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agenttasks.v1.TaskService/ListTaskEvents',
+            agenttasks_dot_v1_dot_tasks__pb2.ListTaskEventsRequest.SerializeToString,
+            agenttasks_dot_v1_dot_tasks__pb2.ListTaskEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
