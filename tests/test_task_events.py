@@ -54,7 +54,7 @@ def test_the_team_key_reads_who_did_what_to_which_task_and_when(world):
 
 
 def test_filters_by_task_and_by_acting_agent(world):
-    agent, agent_client, task, other = _history(world)
+    agent, agent_client, _, other = _history(world)
 
     assert [e.event for e in _all(world.admin, task_id=other.id)] == ["task.created"]
     by_agent = _all(agent_client, agent_id=agent.id)
