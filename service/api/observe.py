@@ -147,9 +147,11 @@ class _Call:
         self.kind = kind
         self.record = CallRecord(_request_id(metadata))
         self.metrics = metrics
+        self.peer = ""
 
     async def _begin(self, context) -> float:
         _record.set(self.record)
+        self.peer = context.peer()
         if self.metrics is not None:
             self.metrics.started(self.kind, self.service, self.name)
         await context.send_initial_metadata(((REQUEST_ID, self.record.request_id),))
@@ -180,22 +182,26 @@ class _Call:
                 error = caught
                 raise
             finally:
-                self._end(context, started, error)
+                # A stream closed by cancellation or by its generator being finalised may
+                # outlive its call: its context must not be touched then (grpcio crashes).
+                ended = error is not None and not isinstance(error, Exception)
+                self._end(None if ended else context, started, error)
 
         return observed
 
     def _end(self, context, started: float, error: BaseException | None) -> None:
         seconds = time.perf_counter() - started
-        code = _status(context, error)
+        code = _status(context, error) if context is not None else grpc.StatusCode.CANCELLED
         if self.metrics is not None:
             self.metrics.handled(self.kind, self.service, self.name, go_code(code), seconds)
-        reason = _documented_code(context) if code is not grpc.StatusCode.OK else ""
+        failed = context is not None and code is not grpc.StatusCode.OK
+        reason = _documented_code(context) if failed else ""
         fields = {
             "method": self.method,
             "code": code.name,
             "error_code": reason,
             "duration_ms": round(seconds * 1000, 1),
-            "peer": context.peer(),
+            "peer": self.peer,
             "team_id": self.record.team_id,
             "agent_id": self.record.agent_id,
             "request_id": self.record.request_id,
