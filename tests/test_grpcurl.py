@@ -85,6 +85,7 @@ def test_list_methods_of_a_service(address):
             "CreateTask",
             "GetTask",
             "HeartbeatTask",
+            "ListTaskEvents",
             "ListTasks",
             "MoveTask",
             "UpdateTask",
