@@ -67,22 +67,20 @@ def cancels():
     return (Task.max_attempts > 0) & (Task.attempt_count + 1 >= Task.max_attempts)
 
 
-def expire_due_leases(now_us: int, limit: int = 100) -> int:
-    """Expires up to `limit` leases that ran out at `now_us`; returns how many.
+def expire_due_leases(now_us: int, limit: int = 100, team_id: str | None = None) -> int:
+    """Expires up to `limit` leases that ran out at `now_us` (of one team, if named).
 
     The rows are claimed (skip-locked on PostgreSQL), so sweepers in any number of
     processes each take different tasks, and each condition is checked again on the
-    locked row: a task completed or heartbeated meanwhile is left alone.
+    locked row: a task completed or heartbeated meanwhile is left alone. Joins the
+    caller's write transaction when there is one (ClaimNextTask ends its team's first).
     """
-    due = (
-        Task.select()
-        .where((Task.status == IN_PROGRESS) & (Task.lease_expire_at <= now_us))
-        .order_by(Task.lease_expire_at)
-        .limit(limit)
-    )
+    due = Task.select().where(lapsed(now_us))
+    if team_id is not None:
+        due = due.where(Task.team == team_id)
     expired = 0
     with write_transaction():
-        for task in skip_locked(due):
+        for task in skip_locked(due.order_by(Task.lease_expire_at).limit(limit)):
             if is_due(task, now_us):
                 expire(task)
                 expired += 1

@@ -367,27 +367,14 @@ def claim_next_task(
     with write_transaction():
         if not caller.is_agent:
             _require_agent(team_id, claimant)
-        _expire_due(team_id)
+        # Leases that ran out make their tasks todo first, so the pick sees them.
+        leases.expire_due_leases(now_us(), team_id=team_id)
         task = pick_next(team_id, claimant, project_id, priority)
         if task is None:
             return None
         _require_active(claimant)
         _start(task, claimant, _lease_us(team_id, lease_us))
         return save_with_events(task, [CLAIMED], caller)
-
-
-def _expire_due(team_id: str, limit: int = 100) -> None:
-    """Ends the team's leases that ran out, so the pick below sees those tasks as todo."""
-    now = now_us()
-    due = (
-        Task.select()
-        .where((Task.team == team_id) & leases.lapsed(now))
-        .order_by(Task.lease_expire_at)
-        .limit(limit)
-    )
-    for task in skip_locked(due):  # rows a sweeper holds: it ends them
-        if leases.is_due(task, now):
-            leases.expire(task)
 
 
 def next_lease_end(team_id: str) -> int | None:
