@@ -10,8 +10,7 @@ from concurrent.futures import Executor
 import peewee
 from grpc_health.v1 import health_pb2
 
-from .storage.claims import drop_connection
-from .storage.db import database
+from .storage.db import database, drop_connection
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import peewee
 
 from ..domain.values import now_us
-from ..storage.claims import drop_connection
+from ..storage.db import drop_connection
 
 log = logging.getLogger("agenttasks.workers")
 
