@@ -69,8 +69,13 @@ class WaitHub:
         return sum(len(waiters) for waiters in self._waiters.values())
 
     def notify(self, team_ids: set[str]) -> None:
-        """New events of these teams were committed (any thread)."""
-        self._loop.call_soon_threadsafe(self._wake, team_ids, None)
+        """New events of these teams were committed (any thread).
+
+        Writes with nobody waiting on their team skip the hop to the loop. A waiter that
+        registers just after such a check is still woken by the poll (its `seen` is older).
+        """
+        if any(team_id in self._waiters for team_id in team_ids):
+            self._loop.call_soon_threadsafe(self._wake, team_ids, None)
 
     def _wake(self, team_ids, newest: dict[str, int] | None) -> None:
         for team_id in team_ids:
