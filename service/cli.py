@@ -250,16 +250,19 @@ def run_serve(args: argparse.Namespace) -> int:
     return _serve_in_processes(settings)
 
 
-def _wait_for_signal() -> None:
+def _catch_stop_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT; installed before any work starts, so a signal
+    that arrives while the server or jobs start up stops them gracefully too."""
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    stopping.wait()
+    return stopping
 
 
 def _serve_here(settings: ServerConfig) -> int:
     from .server import create_server  # grpc starts only in the process that serves
 
+    stopping = _catch_stop_signals()
     running = create_server(settings)
     log.info(
         "serving on %s:%d (database %s, pid %d)",
@@ -269,7 +272,7 @@ def _serve_here(settings: ServerConfig) -> int:
         os.getpid(),
     )
     runner = workers.start(settings)
-    _wait_for_signal()
+    stopping.wait()
     log.info("shutting down: in-flight calls get %.0f s", settings.shutdown_grace)
     runner.stop(settings.shutdown_grace)
     running.stop(settings.shutdown_grace)
@@ -286,9 +289,10 @@ def run_worker(args: argparse.Namespace) -> int:
         run_workers=True,
     )
     _open(settings.db_url)
+    stopping = _catch_stop_signals()
     runner = workers.start(settings)
     log.info("worker running (database %s, pid %d)", db.safe_url(settings.db_url), os.getpid())
-    _wait_for_signal()
+    stopping.wait()
     runner.stop(settings.shutdown_grace)
     return 0
 
@@ -296,6 +300,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def _serve_in_processes(settings: ServerConfig) -> int:
     """Forks `workers` servers that share the port; signals are passed on to them."""
     db.close()  # no database connection may cross a fork
+    stopping = _catch_stop_signals()
     children = []
     for index in range(settings.workers):
         pid = os.fork()
@@ -309,7 +314,7 @@ def _serve_in_processes(settings: ServerConfig) -> int:
             finally:
                 os._exit(code)
         children.append(pid)
-    _wait_for_signal()
+    stopping.wait()
     for pid in children:
         os.kill(pid, signal.SIGTERM)
     codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
