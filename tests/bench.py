@@ -25,6 +25,7 @@ from .bench_load import Job, Seen, drive
 from .bench_servers import serve_agenttasks, serve_ceiling
 
 SCENARIOS = [
+    "WhoAmI",
     "GetTask",
     "ListTasks",
     "CreateTask",
@@ -121,11 +122,12 @@ def _claimable_needed(args: argparse.Namespace, last_rate: float | None) -> int:
 
 def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict[str, Any]:
     args = bench.args
-    results: dict[str, Any] = {name: {"rounds": []} for name in SCENARIOS}
+    scenarios = args.scenario or SCENARIOS
+    results: dict[str, Any] = {name: {"rounds": []} for name in scenarios}
     with _server(serve_agenttasks, url, args.max_workers) as (world, conn, _):
         print(f"\n{backend}: server pid {world['pid']}, {args.rounds} rounds", flush=True)
         for round_number in range(args.rounds):
-            for scenario in SCENARIOS:
+            for scenario in scenarios:
                 ceiling = bench.measure(bench.job("ceiling", ceiling_port), args.clients)
                 extra: dict[str, Any] = {}
                 concurrency = args.concurrency
@@ -227,6 +229,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-workers", type=int, default=32, help="server's thread pool")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one backend")
+    parser.add_argument(
+        "--scenario", action="append", choices=SCENARIOS, help="only these (repeatable)"
+    )
     parser.add_argument(
         "--profile", choices=SCENARIOS, help="instead: sample the server under this load"
     )

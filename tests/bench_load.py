@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from agenttasks.v1 import tasks_pb2, tasks_pb2_grpc
+from agenttasks.v1 import tasks_pb2, tasks_pb2_grpc, teams_pb2, teams_pb2_grpc
 
 from .bench_servers import CEILING_METHOD
 
@@ -69,6 +69,10 @@ def _calls(channel: grpc.aio.Channel, job: Job) -> Callable[[], Awaitable[Any]]:
     key = (("authorization", f"Bearer {world['team_key']}"),)
     agent = (("authorization", f"Bearer {world['agent_token']}"),)
     queue = world["projects"]["queue"]
+    if job.scenario == "WhoAmI":
+        teams = teams_pb2_grpc.TeamServiceStub(channel)
+        who = teams_pb2.WhoAmIRequest()
+        return lambda: teams.WhoAmI(who, metadata=agent)
     if job.scenario == "GetTask":
         get = tasks_pb2.GetTaskRequest(task_id=world["task_id"])
         return lambda: stub.GetTask(get, metadata=agent)

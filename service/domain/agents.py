@@ -10,7 +10,7 @@ from ..storage.db import write_transaction
 from ..storage.models import Agent, Task
 from . import idempotency, tokens
 from .lifecycle import OPEN_STATUSES, release_tasks_of_agent
-from .lookup import one_of_team
+from .lookup import by_id_in_team, one_of_team
 from .pagination import paginate, parse_page
 from .validation import MAX_GRACE_US, Checks, unknown_fields
 from .values import Caller, TokenKind, new_id, now_us, own_team
@@ -28,8 +28,11 @@ def _with_task_count() -> pw.ModelSelect[Agent]:
     return Agent.select(Agent, task_count)
 
 
+_AGENT = by_id_in_team(_with_task_count)
+
+
 def _load(team_id: str, agent_id: str) -> Agent:
-    return one_of_team(_with_task_count(), Agent, team_id, agent_id, "agent")
+    return one_of_team(_AGENT, team_id, agent_id, "agent")
 
 
 def list_agents(

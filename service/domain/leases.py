@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import peewee as pw
+
 from ..storage.db import skip_locked, write_transaction
 from ..storage.models import Task
+from ..storage.prepared import Param, Statement
 from .lifecycle import (
     CANCELLED,
     CANCELLED_EVENT,
@@ -52,12 +57,12 @@ def expire(task: Task) -> Task:
     return save_with_events(task, events, None, reason)
 
 
-def lapsed(now_us: int):
+def lapsed(now_us: Any):
     """SQL condition: the row's lease has run out at `now_us` (it reads as expired)."""
     return (Task.status == IN_PROGRESS) & (Task.lease_expire_at <= now_us)
 
 
-def live(now_us: int):
+def live(now_us: Any):
     """SQL condition: the row has no lease, or one still running at `now_us`."""
     return Task.lease_expire_at.is_null() | (Task.lease_expire_at > now_us)
 
@@ -65,6 +70,20 @@ def live(now_us: int):
 def cancels():
     """SQL condition: one more expired lease would pass the row's max_attempts."""
     return (Task.max_attempts > 0) & (Task.attempt_count + 1 >= Task.max_attempts)
+
+
+def due_query(now_us: Any, team_id: Any = None) -> pw.ModelSelect[Task]:
+    """The tasks whose leases ran out at `now_us` (of one team, if named), first due first."""
+    due = Task.select().where(lapsed(now_us))
+    if team_id is not None:
+        due = due.where(Task.team == team_id)
+    return due.order_by(Task.lease_expire_at)
+
+
+DUE: Statement[Task] = Statement(lambda: skip_locked(due_query(Param("now")).limit(Param("limit"))))
+DUE_OF_TEAM: Statement[Task] = Statement(
+    lambda: skip_locked(due_query(Param("now"), Param("team")).limit(Param("limit")))
+)
 
 
 def expire_due_leases(now_us: int, limit: int = 100, team_id: str | None = None) -> int:
@@ -75,12 +94,10 @@ def expire_due_leases(now_us: int, limit: int = 100, team_id: str | None = None)
     locked row: a task completed or heartbeated meanwhile is left alone. Joins the
     caller's write transaction when there is one (ClaimNextTask ends its team's first).
     """
-    due = Task.select().where(lapsed(now_us))
-    if team_id is not None:
-        due = due.where(Task.team == team_id)
+    due = DUE_OF_TEAM if team_id is not None else DUE
     expired = 0
     with write_transaction():
-        for task in skip_locked(due.order_by(Task.lease_expire_at).limit(limit)):
+        for task in due.all(now=now_us, team=team_id, limit=limit):
             if is_due(task, now_us):
                 expire(task)
                 expired += 1

@@ -8,10 +8,12 @@ events are committed with it or not at all.
 
 from __future__ import annotations
 
+from ..storage import prepared
 from ..storage.db import for_update
 from ..storage.models import Agent, Task
+from ..storage.prepared import Param, Statement
 from .events import record as record_event
-from .lookup import one_of_team
+from .lookup import by_id_in_team, one_of_team
 from .values import Caller, now_us
 
 TODO, IN_PROGRESS, DONE, CANCELLED = "todo", "in_progress", "done", "cancelled"
@@ -35,9 +37,15 @@ def etag_of(task: Task) -> str:
     return str(task.version)
 
 
+_TASK_LOCKED = by_id_in_team(lambda: for_update(Task.select()))
+_AGENT_LOCKED: Statement[Agent] = Statement(
+    lambda: for_update(Agent.select().where(Agent.id == Param("id")))
+)
+
+
 def lock_task(team_id: str, task_id: str) -> Task:
     """The task, locked for this transaction; NOT_FOUND if it is not the team's."""
-    return one_of_team(for_update(Task.select()), Task, team_id, task_id, "task")
+    return one_of_team(_TASK_LOCKED, team_id, task_id, "task")
 
 
 def lock_agent(agent_id: str) -> Agent | None:
@@ -49,7 +57,7 @@ def lock_agent(agent_id: str) -> Agent | None:
     claim committed while a deactivation ran would leave work held by an agent that can
     no longer act.
     """
-    return for_update(Agent.select().where(Agent.id == agent_id)).first()
+    return _AGENT_LOCKED.first(id=agent_id)
 
 
 def save_with_events(
@@ -60,10 +68,10 @@ def save_with_events(
     task.updated_at = now
     if created:
         task.created_at = now
-        task.save(force_insert=True)
+        prepared.save(task, force_insert=True)
     else:
         task.version += 1
-        task.save()
+        prepared.save(task)
     for event in events:
         record_event(task, event, actor, reason)
     return task

@@ -71,14 +71,25 @@ def paginate(
     query: pw.ModelSelect[Any], model: Any, page: Page, *, newest_first: bool = False
 ) -> tuple[list, str]:
     """Runs `query` for one page; returns its rows and the next page's token ("" if last)."""
+    ordered = keyset(query, model, page.after, newest_first=newest_first)
+    return page_of(list(ordered.limit(page.size + 1)), page)
+
+
+def keyset(
+    query: pw.ModelSelect[Any], model: Any, after: tuple | None, *, newest_first: bool = False
+) -> pw.ModelSelect[Any]:
+    """`query` in page order, from just after the row keyed `after` (None: from the start)."""
     key = pw.Tuple(model.created_at, model.seq)
-    if page.after is not None:
-        after = pw.Tuple(*page.after)
-        query = query.where(key < after if newest_first else key > after)
+    if after is not None:
+        query = query.where(key < pw.Tuple(*after) if newest_first else key > pw.Tuple(*after))
     order = (model.created_at, model.seq)
     if newest_first:
         order = (model.created_at.desc(), model.seq.desc())
-    rows = list(query.order_by(*order).limit(page.size + 1))
+    return query.order_by(*order)
+
+
+def page_of(rows: list, page: Page) -> tuple[list, str]:
+    """A page from the `page.size + 1` rows read for it, and the next page's token."""
     if len(rows) <= page.size:
         return rows, ""
     rows = rows[: page.size]

@@ -10,7 +10,7 @@ from ..storage.db import for_update, write_transaction
 from ..storage.models import Project, Task
 from . import idempotency
 from .errors import ProjectNotEmpty
-from .lookup import one_of_team
+from .lookup import by_id_in_team, one_of_team
 from .pagination import paginate, parse_page
 from .validation import Checks, unknown_fields
 from .values import Caller, new_id, now_us, own_team
@@ -25,8 +25,13 @@ def _with_task_count() -> pw.ModelSelect[Project]:
     return Project.select(Project, task_count)
 
 
+_PROJECT = by_id_in_team(_with_task_count)
+# Taken before a project's tasks change (CreateTask) or it goes (DeleteProject).
+PROJECT_LOCK = by_id_in_team(lambda: for_update(Project.select(Project.id)))
+
+
 def _load(team_id: str, project_id: str) -> Project:
-    return one_of_team(_with_task_count(), Project, team_id, project_id, "project")
+    return one_of_team(_PROJECT, team_id, project_id, "project")
 
 
 def list_projects(
@@ -103,8 +108,7 @@ def delete_project(caller: Caller, project_id: str, force: bool) -> None:
         with write_transaction():
             # Locked first, as CreateTask locks it: a create waiting on this lock then
             # finds no project (NOT_FOUND), and tasks created earlier are counted here.
-            lock = for_update(Project.select(Project.id))
-            one_of_team(lock, Project, caller.team_id, project_id, "project")
+            one_of_team(PROJECT_LOCK, caller.team_id, project_id, "project")
             project = _load(caller.team_id, project_id)
             if project.task_count and not force:
                 raise ProjectNotEmpty()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
 from peewee import fn
 
-from ..storage.db import for_update, skip_locked, write_transaction
+from ..storage.db import skip_locked, write_transaction
 from ..storage.models import Agent, Project, Task, Team
+from ..storage.prepared import Param, Statement
 from . import idempotency, leases
 from .errors import (
     EtagMismatch,
@@ -39,8 +41,9 @@ from .lifecycle import (
     lock_task,
     save_with_events,
 )
-from .lookup import one_of_team
-from .pagination import paginate, parse_page
+from .lookup import by_id_in_team, one_of_team
+from .pagination import keyset, page_of, parse_page
+from .projects import PROJECT_LOCK
 from .validation import Checks, unknown_fields
 from .values import MICROS, Caller, could_be_id, new_id, now_us, own_team
 
@@ -87,8 +90,13 @@ def _as_seen(task: Task, now: int) -> Task:
     return task
 
 
+_TASK = by_id_in_team(Task.select)
+_PROJECT_ID = by_id_in_team(lambda: Project.select(Project.id))
+_AGENT_ID = by_id_in_team(lambda: Agent.select(Agent.id))
+
+
 def _load(team_id: str, task_id: str) -> Task:
-    return _as_seen(one_of_team(Task.select(), Task, team_id, task_id, "task"), now_us())
+    return _as_seen(one_of_team(_TASK, team_id, task_id, "task"), now_us())
 
 
 def _lock(team_id: str, task_id: str) -> Task:
@@ -106,7 +114,7 @@ def get_task(caller: Caller, task_id: str) -> Task:
     return _load(caller.team_id, task_id)
 
 
-def _status_as_seen(status: str, now: int):
+def _status_as_seen(status: str, now: Any):
     """SQL condition: the row reads as `status` at `now` (expired leases included)."""
     lapsed = leases.lapsed(now)
     if status == TODO:
@@ -130,11 +138,44 @@ def list_tasks(
     if not all(could_be_id(i) for i in (where.project_id, where.agent_id) if i):
         return [], ""  # a filter naming what cannot exist matches nothing
     now = now_us()
-    rows, next_page = paginate(list_query(team_id, where, now), Task, page)
+    params: dict[str, Any] = {"team": team_id, "now": now, "limit": page.size + 1}
+    params.update(project=where.project_id, agent=where.agent_id, priority=where.priority)
+    if page.after is not None:
+        params.update(after_created=page.after[0], after_seq=page.after[1])
+    rows, next_page = page_of(list_page(where, page.after is not None).all(**params), page)
     return [_as_seen(row, now) for row in rows], next_page
 
 
-def list_query(team_id: str, where: TaskFilter, now: int):
+def list_page(where: TaskFilter, resumed: bool) -> Statement[Task]:
+    """ListTasks' statement for this shape of filter: a page of `list_query`.
+
+    Parameters: team, now, limit, the filters set in `where` (project, agent, priority),
+    and for a `resumed` listing the last row read (after_created, after_seq).
+    """
+    return _list_page(
+        where.status, bool(where.project_id), bool(where.agent_id), bool(where.priority), resumed
+    )
+
+
+@cache
+def _list_page(
+    status: str | None, by_project: bool, by_agent: bool, by_priority: bool, resumed: bool
+) -> Statement[Task]:
+    named = TaskFilter(
+        status,
+        cast(Any, Param("project")) if by_project else None,
+        cast(Any, Param("agent")) if by_agent else None,
+        cast(Any, Param("priority")) if by_priority else None,
+    )
+    after = (Param("after_created"), Param("after_seq")) if resumed else None
+    return Statement(
+        lambda: keyset(list_query(Param("team"), named, Param("now")), Task, after).limit(
+            Param("limit")
+        )
+    )
+
+
+def list_query(team_id: Any, where: TaskFilter, now: Any):
     """ListTasks' selection (before paging) as it reads at `now`."""
     query = Task.select().where(Task.team == team_id)
     if where.status:
@@ -150,11 +191,11 @@ def list_query(team_id: str, where: TaskFilter, now: int):
 
 
 def _require_project(team_id: str, project_id: str) -> None:
-    one_of_team(Project.select(Project.id), Project, team_id, project_id, "project")
+    one_of_team(_PROJECT_ID, team_id, project_id, "project")
 
 
 def _require_agent(team_id: str, agent_id: str) -> None:
-    one_of_team(Agent.select(Agent.id), Agent, team_id, agent_id, "agent")
+    one_of_team(_AGENT_ID, team_id, agent_id, "agent")
 
 
 def _check_priority(checks: Checks, field: str, priority: int) -> int:
@@ -191,7 +232,7 @@ def create_task(
     def insert() -> Task:
         # Inside the insert's transaction, locked: a project deleted between a separate
         # check and the insert would make the foreign key refuse it (INTERNAL).
-        one_of_team(for_update(Project.select(Project.id)), Project, team_id, project_id, "project")
+        one_of_team(PROJECT_LOCK, team_id, project_id, "project")
         if assigned_agent_id:
             _require_agent(team_id, assigned_agent_id)
         task = Task(
@@ -287,10 +328,15 @@ def _claimant(caller: Caller, agent_id: str, checks: Checks) -> str:
     return agent_id
 
 
+_DEFAULT_LEASE: Statement[Team] = Statement(
+    lambda: Team.select(Team.default_lease_us).where(Team.id == Param("team"))
+)
+
+
 def _lease_us(team_id: str, lease_us: int | None) -> int | None:
     """The lease a claim gets: the one asked for, else the team's default (None: no lease)."""
     if lease_us is None:
-        lease_us = Team.select(Team.default_lease_us).where(Team.id == team_id).scalar()
+        lease_us = _DEFAULT_LEASE.scalar(team=team_id)
     return lease_us or None
 
 
@@ -377,20 +423,36 @@ def claim_next_task(
         return save_with_events(task, [CLAIMED], caller)
 
 
+_NEXT_LEASE_END: Statement[Task] = Statement(
+    lambda: Task.select(fn.MIN(Task.lease_expire_at)).where(
+        (Task.team == Param("team")) & (Task.status == IN_PROGRESS)
+    )
+)
+
+
 def next_lease_end(team_id: str) -> int | None:
     """When the team's next lease runs out (µs), or None: a claim waiter wakes then."""
-    ends = Task.select(fn.MIN(Task.lease_expire_at)).where(
-        (Task.team == team_id) & (Task.status == IN_PROGRESS)
-    )
-    return ends.scalar()
+    return _NEXT_LEASE_END.scalar(team=team_id)
 
 
 def pick_next(team_id: str, claimant: str, project_id: str, priority: int) -> Task | None:
     """The best todo task for the claimant, locked."""
-    return skip_locked(pick_query(team_id, claimant, project_id, priority)).first()
+    statement = pick_statement(bool(project_id), bool(priority))
+    return statement.first(team=team_id, agent=claimant, project=project_id, priority=priority)
 
 
-def pick_query(team_id: str, claimant: str, project_id: str, priority: int):
+@cache
+def pick_statement(by_project: bool, by_priority: bool) -> Statement[Task]:
+    """`pick_query`, locking, built once per shape. Parameters: team, agent, and the
+    project and priority it is narrowed by."""
+    project = Param("project") if by_project else ""
+    priority = Param("priority") if by_priority else 0
+    return Statement(
+        lambda: skip_locked(pick_query(Param("team"), Param("agent"), project, priority))
+    )
+
+
+def pick_query(team_id: Any, claimant: Any, project_id: Any, priority: Any):
     """ClaimNextTask's selection, best first (index task_pick_next backs its order)."""
     query = Task.select().where(
         (Task.team == team_id)

@@ -13,7 +13,7 @@ from ..webhooks import signing, ssrf
 from . import events, idempotency
 from .errors import NotFound
 from .lifecycle import EVENT_NAMES
-from .lookup import one_of_team
+from .lookup import by_id_in_team, one_of_team
 from .pagination import paginate, parse_page
 from .validation import Checks, unknown_fields
 from .values import MICROS, Caller, new_id, now_us, own_team
@@ -66,8 +66,12 @@ def _check_events(checks: Checks, field: str, names: list[str]) -> str:
     return ",".join(name for name in EVENT_NAMES if name in names)
 
 
+_WEBHOOK = by_id_in_team(Webhook.select)
+_WEBHOOK_LOCKED = by_id_in_team(lambda: for_update(Webhook.select()))
+
+
 def _load(team_id: str, webhook_id: str) -> Webhook:
-    return one_of_team(Webhook.select(), Webhook, team_id, webhook_id, "Webhook")
+    return one_of_team(_WEBHOOK, team_id, webhook_id, "Webhook")
 
 
 def _start_cursor(team_id: str) -> int:
@@ -176,9 +180,7 @@ def update_webhook(
         checks.text("webhook.description", changes["description"])
     checks.done()
     with write_transaction():
-        webhook = one_of_team(
-            for_update(Webhook.select()), Webhook, caller.team_id, webhook_id, "Webhook"
-        )
+        webhook = one_of_team(_WEBHOOK_LOCKED, caller.team_id, webhook_id, "Webhook")
         if "active" in changes and changes["active"] != webhook.active:
             if changes["active"]:
                 changes.update(disabled_reason="", failing_since=None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from peewee import fn
 
+from . import prepared
 from .db import after_commit, before_commit, database, is_postgres, transaction_state
 from .models import EventRetentionMark, TaskEvent
 
@@ -83,7 +84,8 @@ def _insert(rows: list[dict]) -> None:
             database.execute_sql(
                 "SELECT pg_advisory_xact_lock(%s, %s)", (_EVENTS_LOCK_CLASS, _team_key(team_id))
             )
-    TaskEvent.insert_many(rows).execute()
+    for row in rows:
+        prepared.insert(TaskEvent, row)
 
 
 def _team_key(team_id: str) -> int:

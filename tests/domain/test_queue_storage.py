@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import peewee as pw
 import pytest
 
-from agenttasks.server.domain import events, projects, retention, tasks, teams
+from agenttasks.server.domain import events, leases, projects, retention, tasks, teams
 from agenttasks.server.domain.errors import EventsExpired
 from agenttasks.server.domain.tasks import TaskFilter
 from agenttasks.server.domain.values import MICROS, Caller, TokenKind, now_us
 from agenttasks.server.storage import db
 from agenttasks.server.storage import events as stored
-from agenttasks.server.storage.models import Task
 
 from ..fresh import fresh_database
 
@@ -27,11 +25,12 @@ FILTERS = [
 ]
 
 
-def plan(query, *, sorted_by_index: bool = False) -> str:
-    """The database's plan for `query`. PostgreSQL is told to avoid sequential scans (and
-    with `sorted_by_index`, sorts), so a plan without them exists only if an index can
-    serve the query as it would at 1 M rows, whatever the few test rows make it prefer."""
-    sql, params = query.sql()
+def plan(statement, *, sorted_by_index: bool = False, **params) -> str:
+    """The database's plan for the statement the server runs. PostgreSQL is told to avoid
+    sequential scans (and with `sorted_by_index`, sorts), so a plan without them exists only
+    if an index can serve the query as it would at 1 M rows, whatever the few test rows
+    make it prefer."""
+    sql, params = statement.sql(**params)
     if db.is_postgres():
         with db.database.atomic():
             db.database.execute_sql("SET LOCAL enable_seqscan = off")
@@ -54,8 +53,12 @@ def assert_on_an_index(text: str) -> None:
 @pytest.mark.parametrize("project_id, priority", [("", 0), ("cproject", 3), ("", 1)])
 def test_the_next_task_pick_reads_an_index_in_its_order(database_url, project_id, priority):
     text = plan(
-        tasks.pick_query("cteam", "cagent", project_id, priority),
+        tasks.pick_statement(bool(project_id), bool(priority)),
         sorted_by_index=not project_id and not priority,
+        team="cteam",
+        agent="cagent",
+        project=project_id,
+        priority=priority,
     )
 
     assert_on_an_index(text)
@@ -66,20 +69,19 @@ def test_the_next_task_pick_reads_an_index_in_its_order(database_url, project_id
 
 @pytest.mark.parametrize("where", FILTERS, ids=repr)
 def test_each_list_filter_reads_an_index_page_by_page(database_url, where):
-    query = tasks.list_query("cteam", where, now_us())
-    page = (
-        query.where(pw.Tuple(Task.created_at, Task.seq) > pw.Tuple(1, 2))
-        .order_by(Task.created_at, Task.seq)
-        .limit(51)
-    )
+    page = tasks.list_page(where, resumed=True)
+    params = dict(project=where.project_id, agent=where.agent_id, priority=where.priority)
 
-    assert_on_an_index(plan(page))
+    text = plan(page, team="cteam", now=now_us(), limit=51, after_created=1, after_seq=2, **params)
+
+    assert_on_an_index(text)
 
 
-def test_the_lease_sweep_reads_an_index(database_url):
-    due = Task.select().where((Task.status == "in_progress") & (Task.lease_expire_at <= 1))
+@pytest.mark.parametrize("team", [None, "cteam"], ids=["sweeper", "claim-next"])
+def test_the_lease_sweep_reads_an_index(database_url, team):
+    due = leases.DUE_OF_TEAM if team else leases.DUE
 
-    assert_on_an_index(plan(due.order_by(Task.lease_expire_at).limit(100)))
+    assert_on_an_index(plan(due, now=1, team=team, limit=100))
 
 
 @pytest.fixture
