@@ -183,6 +183,7 @@ def profile(bench: Bench, backend: str, url: str, scenario: str) -> None:
                     str(Path(sys.executable).with_name("py-spy")),
                     "record",
                     "--nonblocking",
+                    "--gil",
                     "--threads",
                     "--pid",
                     str(world["pid"]),
