@@ -55,6 +55,11 @@ class RateLimiter:
             if lease is not None and lease.tokens > 0 and now - lease.taken_at < LEASE_SECONDS:
                 lease.tokens -= 1
                 return
+            # Writes come before any change here: a caller that may not write (see
+            # storage.db.reads_only) retries the whole charge where it may.
+            if now - self._forgotten_at > FORGET_SECONDS:
+                rate_buckets.forget_before(now - FORGET_SECONDS)
+                self._forgotten_at = now
             batch = max(1, math.floor(per_minute * LEASE_SHARE))
             taken, wait = rate_buckets.take(
                 _row_key(key, per_minute), per_minute, per_minute / 60.0, batch, now
@@ -62,9 +67,6 @@ class RateLimiter:
             if len(self._leases) >= self._MAX_LEASES:
                 self._leases.clear()
             self._leases[(key, per_minute)] = _Lease(max(0, taken - 1), now)
-            if now - self._forgotten_at > FORGET_SECONDS:
-                self._forgotten_at = now
-                rate_buckets.forget_before(now - FORGET_SECONDS)
         if not taken:
             raise RateLimited(wait, f"Rate limit exceeded: {per_minute} {what} per minute")
 

@@ -39,6 +39,7 @@ from .gate import Gate
 from .listen import in_use_message
 from .metrics import Metrics
 from .ratelimit import RateLimiter
+from .storage.db import is_postgres
 from .waits import WaitHub
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,11 @@ class RunningServer:
         self.hub = WaitHub(self.loop, self.executor)
         credentials = tls.credentials(config)
         self.metrics = Metrics() if config.metrics_port else None
-        gate = GateInterceptor(Gate(config.rate_limits, limiter), _ContextExecutor(self.executor))
+        gate = GateInterceptor(
+            Gate(config.rate_limits, limiter),
+            _ContextExecutor(self.executor),
+            reads_on_loop=not is_postgres(),
+        )
         self.server = grpc.aio.server(
             interceptors=[ObserveInterceptor(self.metrics), gate],
             options=_options(config),

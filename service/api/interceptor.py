@@ -3,6 +3,11 @@
 Unary handlers are plain functions run on the database thread pool, one hop per call
 (admission and the handler together); `async` handlers (ClaimNextTask, WatchTasks) stay on
 the event loop and park their waits there, so a waiting call holds no thread.
+
+On SQLite, handlers marked `reads_only` run on the event loop thread itself: a WAL reader
+never waits for a lock, answers in microseconds, and the hop to a pool thread and back
+cost more than the read. Should the call write after all (admission writes a rate-limit
+bucket or an agent's last activity now and then), it is handed to the pool from the start.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from ..domain.errors import AgentTasksError, InternalError
 from ..domain.values import Caller, own_team
 from ..gate import Gate
 from ..permissions import is_public
+from ..storage import db
 from .errors import to_status
 from .observe import note_caller
 
@@ -68,9 +74,10 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 class GateInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, gate: Gate, executor: Executor) -> None:
+    def __init__(self, gate: Gate, executor: Executor, *, reads_on_loop: bool = False) -> None:
         self._gate = gate
         self._executor = executor
+        self._reads_on_loop = reads_on_loop
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -97,7 +104,7 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
 
         if handler.request_deserializer is not None:
             handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
-        return _guarded(handler, method, admit, self._executor)
+        return _guarded(handler, method, admit, self._executor, self._reads_on_loop)
 
 
 async def _report(error: Exception, method: str, context) -> None:
@@ -111,6 +118,12 @@ async def _report(error: Exception, method: str, context) -> None:
     await context.abort_with_status(to_status(error))
 
 
+def reads_only(method: Callable) -> Callable:
+    """Marks a servicer method that only reads (see the module's note)."""
+    method.reads_only = True  # type: ignore[attr-defined]
+    return method
+
+
 def _as_caller(caller: Caller, function: Callable, *args: Any) -> Any:
     reset = _current_caller.set(caller)
     try:
@@ -119,7 +132,13 @@ def _as_caller(caller: Caller, function: Callable, *args: Any) -> Any:
         _current_caller.reset(reset)
 
 
-def _guarded(handler, method: str, admit: Callable[[Any, Any], Caller], executor: Executor):
+def _guarded(
+    handler,
+    method: str,
+    admit: Callable[[Any, Any], Caller],
+    executor: Executor,
+    reads_on_loop: bool,
+):
     """The handler, run only for an admitted caller, with errors reported as statuses."""
     loop_run = asyncio.get_running_loop().run_in_executor
 
@@ -139,8 +158,16 @@ def _guarded(handler, method: str, admit: Callable[[Any, Any], Caller], executor
             def admitted(request, context):
                 return _as_caller(admit(request, context), inner, request, context)
 
+            on_loop = reads_on_loop and getattr(inner, "reads_only", False)
+
             async def unary_unary(request, context):
                 try:
+                    if on_loop:
+                        try:
+                            with db.reads_only():
+                                return admitted(request, context)
+                        except db.WriteNotHere:
+                            pass
                     return await loop_run(executor, admitted, request, context)
                 except Exception as error:
                     await _report(error, method, context)

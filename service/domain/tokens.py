@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import peewee as pw
 
 from ..storage import queries
-from ..storage.db import after_commit, in_write_transaction
+from ..storage.db import after_commit, in_write_transaction, write_transaction
 from ..storage.models import ApiToken
 from .values import MICROS, Caller, TokenKind, new_token, now_us, token_digest, token_kind
 
@@ -128,8 +128,9 @@ def authenticate(token: str) -> Identity | None:
     if entry.agent_id is not None and (
         entry.last_active_at is None or entry.last_active_at < now - LAST_ACTIVE_EVERY_US
     ):
+        with write_transaction():
+            queries.touch_agent(entry.agent_id, now, now - LAST_ACTIVE_EVERY_US)
         entry.last_active_at = now
-        queries.touch_agent(entry.agent_id, now, now - LAST_ACTIVE_EVERY_US)
     return entry.identity
 
 

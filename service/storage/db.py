@@ -91,10 +91,15 @@ def sql(statement: str) -> str:
     return statement.replace("?", database.obj.param) if is_postgres() else statement
 
 
+class WriteNotHere(Exception):
+    """A write transaction was started inside `reads_only()`."""
+
+
 class _UnitOfWork(threading.local):
     """Work the outermost write transaction of this thread does around its commit."""
 
     def __init__(self) -> None:
+        self.reads_only = False
         self.active = False
         self.before_commit: list[Callable[[], None]] = []
         self.after_commit: list[Callable[[], None]] = []
@@ -111,6 +116,8 @@ def write_transaction() -> Iterator[None]:
     The outermost one runs the `before_commit` callbacks last inside the transaction
     (events are inserted there, see storage.events) and `after_commit` ones once committed.
     """
+    if _unit.reads_only:
+        raise WriteNotHere()
     if _unit.active:
         with database.atomic():
             yield
@@ -144,6 +151,17 @@ def _one_writer_here() -> Iterator[None]:
         return
     with _sqlite_writer:
         yield
+
+
+@contextmanager
+def reads_only() -> Iterator[None]:
+    """Work that must not write: a `write_transaction` started inside raises WriteNotHere
+    before it touches the database (every write goes through one)."""
+    _unit.reads_only = True
+    try:
+        yield
+    finally:
+        _unit.reads_only = False
 
 
 def in_write_transaction() -> bool:
