@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import TextIO
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -25,8 +26,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(level: str, form: str = "text") -> None:
-    handler = logging.StreamHandler()
+def configure(level: str, form: str = "text", stream: TextIO | None = None) -> None:
+    """Logs at `level` to stderr (or `stream`)."""
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if form == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
     # Peewee logs every statement with its parameters at DEBUG; those may hold secrets

@@ -75,9 +75,10 @@ def _postgres_database(admin_url: str) -> Iterator[str | None]:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, pool) -> None:
+    def __init__(self, args: argparse.Namespace, pool, log_path: str) -> None:
         self.args = args
         self.pool = pool
+        self.log_path = log_path  # the server logs each call there, as `serve` does
 
     def measure(self, job: Job, processes: int) -> dict[str, float]:
         """Runs `job` split over `processes` client processes; calls/s, p50 and p99 in ms."""
@@ -124,7 +125,7 @@ def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict
     args = bench.args
     scenarios = args.scenario or SCENARIOS
     results: dict[str, Any] = {name: {"rounds": []} for name in scenarios}
-    with _server(serve_agenttasks, url, args.max_workers) as (world, conn, _):
+    with _server(serve_agenttasks, url, args.max_workers, bench.log_path) as (world, conn, _):
         print(f"\n{backend}: server pid {world['pid']}, {args.rounds} rounds", flush=True)
         for round_number in range(args.rounds):
             for scenario in scenarios:
@@ -172,7 +173,8 @@ def profile(bench: Bench, backend: str, url: str, scenario: str) -> None:
     seconds = bench.args.duration
     REPORT.parent.mkdir(exist_ok=True)
     stem = REPORT.parent / f"profile-{scenario.split('→')[0]}-{backend}"
-    with _server(serve_agenttasks, url, bench.args.max_workers) as (world, conn, _):
+    server = (serve_agenttasks, url, bench.args.max_workers, bench.log_path)
+    with _server(*server) as (world, conn, _):
         extra: dict[str, Any] = {}
         if scenario in ("ClaimTask→CompleteTask", "ClaimNextTask"):
             conn.send(("seed", world["projects"]["queue"], 20_000))
@@ -253,7 +255,7 @@ def main() -> None:
         _server(serve_ceiling) as (ceiling, _, _),
         tempfile.TemporaryDirectory() as folder,
     ):
-        bench = Bench(args, pool)
+        bench = Bench(args, pool, f"{folder}/server.log")
         postgres = _postgres_database(args.postgres)
         backends = {"sqlite": f"sqlite:///{folder}/bench.db", "postgres": next(postgres)}
         try:

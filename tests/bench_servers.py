@@ -12,6 +12,7 @@ from multiprocessing.connection import Connection
 
 import grpc
 
+from agenttasks.server import logs
 from agenttasks.server.config import ServerConfig
 from agenttasks.server.domain import agents, projects, tasks, teams
 from agenttasks.server.domain.values import Caller, TokenKind, new_id, now_us
@@ -49,8 +50,12 @@ async def _ceiling(conn: Connection) -> None:
     await server.stop(0)
 
 
-def serve_agenttasks(conn: Connection, url: str, max_workers: int) -> None:
-    """Our server on a seeded database; answers ("seed", project, n) until ("stop",)."""
+def serve_agenttasks(conn: Connection, url: str, max_workers: int, log_path: str) -> None:
+    """Our server on a seeded database; answers ("seed", project, n) until ("stop",).
+
+    It logs every call as `serve` does by default (INFO, text), into `log_path`.
+    """
+    logs.configure("INFO", stream=open(log_path, "a"))  # noqa: SIM115 (open while serving)
     db.open_database(url)
     migrations.migrate()
     server = create_server(
