@@ -80,8 +80,10 @@ class Bench:
         self.pool = pool
         self.log_path = log_path  # the server logs each call there, as `serve` does
 
-    def measure(self, job: Job, processes: int) -> dict[str, float]:
-        """Runs `job` split over `processes` client processes; calls/s, p50 and p99 in ms."""
+    def measure(self, job: Job, processes: int, server_pid: int) -> dict[str, float]:
+        """Runs `job` split over `processes` client processes; calls/s, p50 and p99 in ms,
+        and the server process's CPU time per call (µs), which noise on a shared machine
+        moves far less than calls/s."""
         jobs = []
         for index in range(processes):
             share = job.concurrency // processes + (index < job.concurrency % processes)
@@ -94,10 +96,16 @@ class Bench:
         for index, part in enumerate(jobs):
             if part is not None:
                 part.writer = index == 0
+        cpu_before = _cpu_seconds(server_pid)
         seen: list[Seen] = self.pool.map(drive, [part for part in jobs if part is not None])
+        cpu = _cpu_seconds(server_pid) - cpu_before
         latencies = sorted(x for part in seen for x in part.latencies) or [0.0]
+        rate = sum(part.calls / part.seconds for part in seen)
+        # Calls made during the warm-up used CPU too: count them at the measured rate.
+        calls = rate * (job.duration + job.warmup)
         return {
-            "calls_per_s": sum(part.calls / part.seconds for part in seen),
+            "calls_per_s": rate,
+            "cpu_us_per_call": cpu / calls * 1e6 if calls else 0.0,
             "p50_ms": latencies[len(latencies) // 2] * 1e3,
             "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
             "exhausted": any(part.exhausted for part in seen),
@@ -115,13 +123,24 @@ class Bench:
         )
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _claimable_needed(args: argparse.Namespace, last_rate: float | None) -> int:
     # Twice the last rate seen over a measurement (warm-up included), at least 3,000.
     rate = last_rate or 1500.0
     return max(3000, int(2 * rate * (args.duration + args.warmup)))
 
 
-def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict[str, Any]:
+def run_backend(
+    bench: Bench, backend: str, url: str, ceiling_port: int, ceiling_pid: int
+) -> dict[str, Any]:
     args = bench.args
     scenarios = args.scenario or SCENARIOS
     results: dict[str, Any] = {name: {"rounds": []} for name in scenarios}
@@ -129,7 +148,9 @@ def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict
         print(f"\n{backend}: server pid {world['pid']}, {args.rounds} rounds", flush=True)
         for round_number in range(args.rounds):
             for scenario in scenarios:
-                ceiling = bench.measure(bench.job("ceiling", ceiling_port), args.clients)
+                ceiling = bench.measure(
+                    bench.job("ceiling", ceiling_port), args.clients, ceiling_pid
+                )
                 extra: dict[str, Any] = {}
                 concurrency = args.concurrency
                 if scenario in ("ClaimTask→CompleteTask", "ClaimNextTask"):
@@ -143,7 +164,7 @@ def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict
                     concurrency = WATCH_STREAMS
                 job = bench.job(scenario, world["port"], world, **extra)
                 job.concurrency = concurrency
-                target = bench.measure(job, args.clients)
+                target = bench.measure(job, args.clients, world["pid"])
                 results[scenario]["rounds"].append({"ceiling": ceiling, "target": target})
                 print(
                     f"  round {round_number + 1} {scenario:24} "
@@ -155,11 +176,22 @@ def run_backend(bench: Bench, backend: str, url: str, ceiling_port: int) -> dict
         for side in ("ceiling", "target"):
             result[side] = {
                 key: statistics.median(r[side][key] for r in rounds)
-                for key in ("calls_per_s", "p50_ms", "p99_ms")
+                for key in ("calls_per_s", "p50_ms", "p99_ms", "cpu_us_per_call")
             }
         # Each round's pair saw the same moment of the machine: the median of their ratios.
         result["ratio"] = statistics.median(
             r["target"]["calls_per_s"] / r["ceiling"]["calls_per_s"] for r in rounds
+        )
+        # The same comparison in server CPU per call: what the ratio would be if the server
+        # had the machine to itself (noise moves it far less).
+        result["cpu_ratio"] = (
+            statistics.median(
+                r["ceiling"]["cpu_us_per_call"] / r["target"]["cpu_us_per_call"]
+                for r in rounds
+                if r["target"]["cpu_us_per_call"]
+            )
+            if any(r["target"]["cpu_us_per_call"] for r in rounds)
+            else 0.0
         )
         result["exhausted"] = any(r["target"]["exhausted"] for r in rounds)
     return results
@@ -202,7 +234,7 @@ def profile(bench: Bench, backend: str, url: str, scenario: str) -> None:
         ]
         job = bench.job(scenario, world["port"], world, **extra)
         job.duration, job.warmup = seconds + 1, 0.0
-        print(scenario, bench.measure(job, bench.args.clients))
+        print(scenario, bench.measure(job, bench.args.clients, world["pid"]))
         for spy in spies:
             spy.wait()
     print(f"wrote {stem}.txt (collapsed stacks) and {stem}.svg")
@@ -210,16 +242,19 @@ def profile(bench: Bench, backend: str, url: str, scenario: str) -> None:
 
 def print_table(backend: str, results: dict[str, Any]) -> None:
     print(f"\n{backend} (medians of rounds; ratio: median of the rounds' target/ceiling)")
+    print("  cpu: the server's CPU µs per call; cpu ratio: ceiling's CPU per call / ours")
     print(
         f"  {'scenario':24} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'ceiling/s':>10} {'ratio':>6}"
+        f"{'ceiling/s':>10} {'ratio':>6} {'cpu':>6} {'ceiling':>7} {'ratio':>6}"
     )
     for scenario, result in results.items():
         target, ceiling = result["target"], result["ceiling"]
         note = "  (ran out of seeded tasks)" if result["exhausted"] else ""
         print(
             f"  {scenario:24} {target['calls_per_s']:9.0f} {target['p50_ms']:8.2f} "
-            f"{target['p99_ms']:8.2f} {ceiling['calls_per_s']:10.0f} {result['ratio']:6.3f}{note}"
+            f"{target['p99_ms']:8.2f} {ceiling['calls_per_s']:10.0f} {result['ratio']:6.3f} "
+            f"{target['cpu_us_per_call']:6.0f} {ceiling['cpu_us_per_call']:7.0f} "
+            f"{result['cpu_ratio']:6.3f}{note}"
         )
 
 
@@ -268,7 +303,7 @@ def main() -> None:
                 if args.profile:
                     profile(bench, backend, url, args.profile)
                     continue
-                results = run_backend(bench, backend, url, ceiling["port"])
+                results = run_backend(bench, backend, url, ceiling["port"], ceiling["pid"])
                 report["backends"][backend] = results
                 print_table(backend, results)
         finally:
