@@ -11,7 +11,7 @@ ARGS ?=
 PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONWARNINGS=ignore \
   $(BIN)/python -m pip install -q --no-warn-script-location
 
-.PHONY: venv run test test-fast proto proto-check lint bench clean
+.PHONY: venv run test test-fast proto proto-check lint bench bench-scale clean
 
 venv: $(STAMP)
 
@@ -59,6 +59,10 @@ lint: venv
 
 bench: venv
 	$(BIN)/python -m tests.bench $(ARGS)
+
+# Latency on 1,000 and 1,000,000 tasks, and serve --workers 1 against 2 (PostgreSQL).
+bench-scale: venv
+	$(BIN)/python -m tests.bench_scale $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

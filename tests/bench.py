@@ -53,8 +53,9 @@ def _server(target, *args) -> Iterator[tuple[dict, Any, Any]]:
             process.kill()
 
 
-def _postgres_database(admin_url: str) -> Iterator[str | None]:
-    """A fresh database beside `admin_url` (dropped afterwards), or None without a server."""
+def _postgres_database(admin_url: str, suffix: str = "") -> Iterator[str | None]:
+    """A fresh database beside `admin_url` (dropped afterwards), or None without a server;
+    `suffix` tells apart several of one benchmark."""
     import psycopg2
 
     try:
@@ -63,7 +64,7 @@ def _postgres_database(admin_url: str) -> Iterator[str | None]:
         yield None
         return
     admin.autocommit = True
-    name = f"agenttasks_bench_{os.getpid()}"
+    name = f"agenttasks_bench_{os.getpid()}{suffix}"
     with admin.cursor() as cursor:
         cursor.execute(f"CREATE DATABASE {name}")
     try:

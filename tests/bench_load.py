@@ -1,7 +1,7 @@
 """The load generator of `make bench`: a fixed number of calls in flight for a fixed time.
 
-Runs in its own process (one grpc.aio channel, one event loop); `drive` returns what it saw
-and the benchmark adds up the processes.
+Runs in its own process (one event loop, one grpc.aio channel unless told more); `drive`
+returns what it saw and the benchmark adds up the processes.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -37,6 +37,9 @@ class Job:
     world: dict = field(default_factory=dict)
     claimable: list[str] = field(default_factory=list)
     writer: bool = False  # WatchTasks: this process also creates the tasks
+    # Connections of this process, the calls in flight spread over them: the processes of
+    # `serve --workers N` share the port, and the kernel spreads connections, not calls.
+    channels: int = 1
 
 
 @dataclass
@@ -52,12 +55,25 @@ def drive(job: Job) -> Seen:
 
 
 async def _drive(job: Job) -> Seen:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{job.port}") as channel:
-        await channel.channel_ready()
+    # Channels of one process share a connection unless each keeps its own subchannels.
+    options = [("grpc.use_local_subchannel_pool", 1)] if job.channels > 1 else []
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{job.port}", options=options)
+        for _ in range(job.channels)
+    ]
+    try:
+        for channel in channels:
+            await channel.channel_ready()
         if job.scenario == "WatchTasks":
-            return await _watch(channel, job)
-        call = _calls(channel, job)
-        return await _closed_loop(call, job)
+            return await _watch(channels[0], job)
+        calls = [
+            _calls(channel, replace(job, claimable=job.claimable[index :: len(channels)]))
+            for index, channel in enumerate(channels)
+        ]
+        return await _closed_loop(calls, job)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 def _calls(channel: grpc.aio.Channel, job: Job) -> Callable[[], Awaitable[Any]]:
@@ -105,15 +121,16 @@ async def _cycle(stub, task_id: str | None, metadata) -> None:
     )
 
 
-async def _closed_loop(call: Callable[[], Awaitable[Any]], job: Job) -> Seen:
-    """`concurrency` workers, each starting its next call when the last one ends."""
+async def _closed_loop(calls: list[Callable[[], Awaitable[Any]]], job: Job) -> Seen:
+    """`concurrency` workers, each starting its next call when the last one ends; worker i
+    calls through `calls[i % len(calls)]` (one per channel)."""
     seen = Seen()
     loop = asyncio.get_running_loop()
     start = loop.time() + job.warmup
     end = start + job.duration
     stopped_at: list[float] = []
 
-    async def worker() -> None:
+    async def worker(call: Callable[[], Awaitable[Any]]) -> None:
         while (now := loop.time()) < end:
             try:
                 await call()
@@ -125,7 +142,7 @@ async def _closed_loop(call: Callable[[], Awaitable[Any]], job: Job) -> Seen:
                 seen.calls += 1
                 seen.latencies.append(loop.time() - now)
 
-    await asyncio.gather(*(worker() for _ in range(job.concurrency)))
+    await asyncio.gather(*(worker(calls[i % len(calls)]) for i in range(job.concurrency)))
     seen.seconds = max(min([end, *stopped_at]) - start, 1e-9)
     return seen
 

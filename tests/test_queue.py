@@ -31,7 +31,9 @@ from .test_tasks import (
     Board,
     complete,
     events,
+    ids,
     list_tasks,
+    move,
 )
 
 SHORT = 0.3  # seconds: a lease that runs out while the test waits for it
@@ -172,6 +174,29 @@ def test_an_expired_lease_reads_as_todo_at_once_everywhere(board: Board):
     assert listed == {TODO: [held.id], IN_PROGRESS: []}
     assert list_tasks(board.admin, agent_id=board.alice.id) == []
     assert list_tasks(board.admin) == [seen]
+
+
+def test_a_status_listing_merges_stored_and_expired_rows_oldest_first_page_by_page(
+    board: Board,
+):
+    todo = board.create()
+    expiring = claim(board.alice_client, board.create().id, lease=SHORT)
+    cancelled = move(board.admin, board.create().id, CANCELLED)
+    last_try = claim(board.bob_client, board.create(max_attempts=1).id, lease=SHORT)
+    newest = board.create()
+    lapse(expiring)
+    lapse(last_try)
+
+    for size in (1, 2, 50):
+        listed = {
+            status: ids(list_tasks(board.admin, status=status, page_size=size))
+            for status in (TODO, CANCELLED, IN_PROGRESS)
+        }
+        assert listed == {
+            TODO: [todo.id, expiring.id, newest.id],
+            CANCELLED: [cancelled.id, last_try.id],
+            IN_PROGRESS: [],
+        }
 
 
 def test_an_expired_holder_is_refused_and_another_agent_claims_the_task(board: Board):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any, cast
 
 from peewee import fn
 
 from ..storage.db import skip_locked, write_transaction
 from ..storage.models import Agent, Project, Task, Team
-from ..storage.prepared import Param, Statement
+from ..storage.prepared import Param, Statement, UnionAll
 from . import idempotency, leases
 from .errors import (
     EtagMismatch,
@@ -114,19 +114,23 @@ def get_task(caller: Caller, task_id: str) -> Task:
     return _load(caller.team_id, task_id)
 
 
-def _status_as_seen(status: str, now: Any):
-    """SQL condition: the row reads as `status` at `now` (expired leases included)."""
+def _status_as_seen(status: str, now: Any) -> list[Any]:
+    """SQL conditions whose rows together read as `status` at `now`, expired leases included.
+
+    A status that an expired lease also gives is two disjoint conditions, so each reads one
+    index range in page order: the rows stored with it, and the rows in progress whose
+    lease ran out (few: the sweeper writes them within a second). As one condition, with
+    an OR, no index gives its order: a planner walks the team's rows in page order instead,
+    and the first page of todo tasks under a million done ones read all of them.
+    """
     lapsed = leases.lapsed(now)
     if status == TODO:
-        # The IN lets the (team, status, ...) index find the open rows among millions done.
-        lapsed_todo = (Task.status == TODO) | (lapsed & ~leases.cancels())
-        return Task.status.in_((TODO, IN_PROGRESS)) & lapsed_todo
+        return [Task.status == TODO, lapsed & ~leases.cancels()]
     if status == IN_PROGRESS:
-        return (Task.status == IN_PROGRESS) & leases.live(now)
+        return [(Task.status == IN_PROGRESS) & leases.live(now)]
     if status == CANCELLED:
-        lapsed_cancelled = (Task.status == CANCELLED) | (lapsed & leases.cancels())
-        return Task.status.in_((CANCELLED, IN_PROGRESS)) & lapsed_cancelled
-    return Task.status == status
+        return [Task.status == CANCELLED, lapsed & leases.cancels()]
+    return [Task.status == status]
 
 
 def list_tasks(
@@ -147,7 +151,7 @@ def list_tasks(
 
 
 def list_page(where: TaskFilter, resumed: bool) -> Statement[Task]:
-    """ListTasks' statement for this shape of filter: a page of `list_query`.
+    """ListTasks' statement for this shape of filter: a page of `list_queries`' rows.
 
     Parameters: team, now, limit, the filters set in `where` (project, agent, priority),
     and for a `resumed` listing the last row read (after_created, after_seq).
@@ -168,18 +172,26 @@ def _list_page(
         cast(Any, Param("priority")) if by_priority else None,
     )
     after = (Param("after_created"), Param("after_seq")) if resumed else None
-    return Statement(
-        lambda: keyset(list_query(Param("team"), named, Param("now")), Task, after).limit(
-            Param("limit")
-        )
-    )
+
+    def page(part: int) -> Any:
+        query = list_queries(Param("team"), named, Param("now"))[part]
+        ordered = keyset(query, Task, after)
+        if part:
+            # Expired leases: ordered by an expression, so that no planner walks an index
+            # in page order to find these few rows; the lease index finds them.
+            ordered = ordered.order_by(Task.created_at + 0, Task.seq + 0)
+        return ordered.limit(Param("limit"))
+
+    parts = len(list_queries(Param("team"), named, Param("now")))
+    if parts == 1:
+        return Statement(lambda: page(0))
+    return UnionAll([partial(page, n) for n in range(parts)], (Task.created_at, Task.seq), "limit")
 
 
-def list_query(team_id: Any, where: TaskFilter, now: Any):
-    """ListTasks' selection (before paging) as it reads at `now`."""
+def list_queries(team_id: Any, where: TaskFilter, now: Any) -> list[Any]:
+    """ListTasks' selection (before paging) as it reads at `now`: the queries whose rows,
+    disjoint, make it (see `_status_as_seen`); the first reads the rows stored as listed."""
     query = Task.select().where(Task.team == team_id)
-    if where.status:
-        query = query.where(_status_as_seen(where.status, now))
     if where.project_id:
         query = query.where(Task.project == where.project_id)
     if where.agent_id:
@@ -187,7 +199,9 @@ def list_query(team_id: Any, where: TaskFilter, now: Any):
         query = query.where((Task.assigned_agent == where.agent_id) & held)
     if where.priority:
         query = query.where(Task.priority == where.priority)
-    return query
+    if not where.status:
+        return [query]
+    return [query.where(condition) for condition in _status_as_seen(where.status, now)]
 
 
 def _require_project(team_id: str, project_id: str) -> None:

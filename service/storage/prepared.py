@@ -97,6 +97,46 @@ class Statement(Generic[M]):
         return None if row is None else row[0]
 
 
+class UnionAll(Statement[M]):
+    """The rows of several select statements of one model as one statement: each part a
+    subquery of its own, UNION ALL, in `order` (fields), the first `limit` (a parameter).
+
+    Each part is planned alone, so a part that reads one index range in `order` with its
+    own limit stays that, however the others are read; the union only merges their rows.
+    One statement, so on PostgreSQL too every part sees the same snapshot.
+    """
+
+    def __init__(
+        self, parts: list[Callable[[], Any]], order: tuple[pw.Field, ...], limit: str
+    ) -> None:
+        super().__init__(lambda: None)
+        self._parts = [Statement[M](part) for part in parts]
+        self._order = order
+        self._limit = limit
+
+    def _text(self) -> tuple[str, tuple[Any, ...], Any, tuple[str, ...]]:
+        backend = type(database.obj)
+        built = self._built.get(backend)
+        if built is None:
+            texts: list[str] = []
+            values: list[Any] = []
+            read: Any = _unreadable
+            columns: tuple[str, ...] = ()
+            for index, part in enumerate(self._parts):
+                text, part_values, read, part_columns = part._text()
+                if index and part_columns != columns:
+                    raise TypeError("the parts of a union select the same columns")
+                columns = part_columns
+                texts.append(f"SELECT * FROM ({text}) AS part{index}")
+                values.extend(part_values)
+            order = ", ".join(f'"{field.column_name}"' for field in self._order)
+            param = database.obj.param
+            text = " UNION ALL ".join(texts) + f" ORDER BY {order} LIMIT {param}"
+            values.append(_Slot(self._limit))
+            built = self._built[backend] = (text, tuple(values), read, columns)
+        return built
+
+
 # Fields whose stored value is already what Python reads; others (booleans on SQLite, say)
 # go through the field's own conversion.
 _AS_STORED = (pw.CharField, pw.TextField, pw.IntegerField, pw.AutoField, pw.ForeignKeyField)

@@ -45,9 +45,9 @@ def plan(statement, *, sorted_by_index: bool = False, **params) -> str:
 def assert_on_an_index(text: str) -> None:
     assert "Seq Scan" not in text, text
     assert "Index" in text or "USING INDEX" in text or "USING COVERING INDEX" in text, text
-    assert not any(line.startswith("SCAN") and "INDEX" not in line for line in text.splitlines()), (
-        text
-    )
+    # SQLite scans the rows a union's parts (subqueries) return; never a table.
+    tables = [line for line in text.splitlines() if not line.startswith("SCAN part")]
+    assert not any(line.startswith("SCAN") and "INDEX" not in line for line in tables), text
 
 
 @pytest.mark.parametrize("project_id, priority", [("", 0), ("cproject", 3), ("", 1)])
@@ -75,6 +75,23 @@ def test_each_list_filter_reads_an_index_page_by_page(database_url, where):
     text = plan(page, team="cteam", now=now_us(), limit=51, after_created=1, after_seq=2, **params)
 
     assert_on_an_index(text)
+
+
+@pytest.mark.parametrize("status", ["todo", "cancelled"])
+@pytest.mark.parametrize("resumed", [False, True], ids=["first", "resumed"])
+def test_a_status_that_expired_leases_give_reads_its_stored_rows_by_status(
+    database_url, status, resumed
+):
+    # The rows stored with the status are one range of task_team_status_order, in page
+    # order; the rows whose lease ran out are a part of their own. Read as one condition,
+    # the first todo page under a million done tasks walked them all.
+    page = tasks.list_page(TaskFilter(status=status), resumed)
+
+    text = plan(page, team="cteam", now=now_us(), limit=51, after_created=1, after_seq=2)
+
+    assert_on_an_index(text)
+    assert "task_team_status_order" in text, text
+    assert "UNION ALL" in text or "Append" in text, text
 
 
 @pytest.mark.parametrize("team", [None, "cteam"], ids=["sweeper", "claim-next"])
