@@ -97,14 +97,17 @@ class Task(BaseModel):
 
     seq = pw.BigAutoField()
     id = pw.CharField(max_length=32, unique=True)
-    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
+    # Foreign keys without an index of their own: wider indexes below lead with them.
+    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE", index=False)
     # No cascade: deleting a project that still has tasks fails in the database itself.
-    project = pw.ForeignKeyField(Project, field=Project.id)
+    project = pw.ForeignKeyField(Project, field=Project.id, index=False)
     title = pw.CharField(max_length=500)
     description = pw.TextField(default="")
     status = pw.CharField(max_length=16, default="todo")
     priority = pw.SmallIntegerField(default=2)  # 1 low, 2 normal, 3 high: sortable
-    assigned_agent = pw.ForeignKeyField(Agent, field=Agent.id, null=True, on_delete="SET NULL")
+    assigned_agent = pw.ForeignKeyField(
+        Agent, field=Agent.id, null=True, on_delete="SET NULL", index=False
+    )
     result = pw.TextField(null=True)
     progress = pw.TextField(default="")
     due_time = pw.BigIntegerField(null=True)
@@ -119,7 +122,6 @@ class Task(BaseModel):
     class Meta:
         indexes = (
             (("team", "created_at", "seq"), False),
-            (("team", "status", "priority", "created_at", "seq"), False),
             (("assigned_agent", "status"), False),
             (("project", "created_at", "seq"), False),
         )

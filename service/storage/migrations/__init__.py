@@ -14,7 +14,14 @@ from collections.abc import Callable
 
 from ..db import database, lock_for_migration, write_transaction
 from ..models import SchemaMigration
-from . import m001_initial, m002_event_record, m003_rate_limits, m004_webhooks, m005_queue
+from . import (
+    m001_initial,
+    m002_event_record,
+    m003_rate_limits,
+    m004_webhooks,
+    m005_queue,
+    m006_lean_task_indexes,
+)
 
 
 class SchemaTooNew(Exception):
@@ -35,6 +42,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (3, "rate limits", m003_rate_limits.apply),
     (4, "webhooks", m004_webhooks.apply),
     (5, "work queue", m005_queue.apply),
+    (6, "lean task indexes", m006_lean_task_indexes.apply),
 ]
 
 
