@@ -13,6 +13,7 @@ from multiprocessing.connection import Connection
 import grpc
 
 from agenttasks.server.config import ServerConfig
+from agenttasks.server.connections import pool_size
 from agenttasks.server.domain import agents, projects, tasks, teams
 from agenttasks.server.domain.values import Caller, TokenKind, new_id, now_us
 from agenttasks.server.ratelimit import RateLimits
@@ -51,13 +52,16 @@ async def _ceiling(conn: Connection) -> None:
 
 def serve_agenttasks(conn: Connection, url: str, max_workers: int) -> None:
     """Our server on a seeded database; answers ("seed", project, n) until ("stop",)."""
-    db.open_database(url)
-    migrations.migrate()
-    server = create_server(
-        ServerConfig(
-            host="127.0.0.1", port=0, rate_limits=RateLimits(0, 0, 0), max_workers=max_workers
-        )
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        rate_limits=RateLimits(0, 0, 0),
+        max_workers=max_workers,
+        run_workers=False,
     )
+    db.open_database(url, pool_size(config, serving=True))
+    migrations.migrate()
+    server = create_server(config)
     try:
         conn.send({"port": server.port, "pid": os.getpid(), **_seed_world()})
         while (command := conn.recv())[0] != "stop":
