@@ -14,6 +14,7 @@ from importlib import metadata
 
 from . import cli_teams, config, listen, logs, tls, workers
 from .config import ConfigError, ServerConfig
+from .connections import pool_size
 from .domain import teams
 from .ratelimit import RateLimits
 from .storage import db, migrations
@@ -190,16 +191,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _connect(url: str) -> None:
-    """Connects at once: a bad URL or an unreachable database is a ConfigError."""
+def _connect(url: str, max_connections: int | None = None) -> None:
+    """Connects at once: a bad URL or an unreachable database is a ConfigError.
+
+    `max_connections` bounds the PostgreSQL pool (connections.pool_size); commands that
+    run on one thread need no bound.
+    """
     try:
-        db.open_database(url)
+        db.open_database(url, max_connections)
     except db.DatabaseUnavailable as error:
         raise ConfigError(f"--db (or AGENTTASKS_DB_URL): {error}") from None
 
 
-def _open(url: str) -> None:
-    _connect(url)
+def _open(url: str, max_connections: int | None = None) -> None:
+    _connect(url, max_connections)
     migrations.migrate()
 
 
@@ -234,7 +239,7 @@ def run_serve(args: argparse.Namespace) -> int:
     tls.check(settings)  # a bad certificate is a bad setting, before anything starts
     if settings.port != 0:
         listen.ensure_free(settings.host, settings.port)
-    _open(settings.db_url)
+    _open(settings.db_url, pool_size(settings, serving=True))
     created = teams.create_default_team_if_empty()
     if created is not None:
         team, key = created
@@ -263,6 +268,7 @@ def _serve_here(settings: ServerConfig) -> int:
     from .server import create_server  # grpc starts only in the process that serves
 
     stopping = _catch_stop_signals()
+    db.release_connection()  # the start-up's: calls and jobs may use it from now on
     running = create_server(settings)
     log.info(
         "serving on %s:%d (database %s, pid %d)",
@@ -288,7 +294,8 @@ def run_worker(args: argparse.Namespace) -> int:
         event_retention=args.event_retention,
         run_workers=True,
     )
-    _open(settings.db_url)
+    _open(settings.db_url, pool_size(settings, serving=False))
+    db.release_connection()  # the start-up's: the jobs may use it from now on
     stopping = _catch_stop_signals()
     runner = workers.start(settings)
     log.info("worker running (database %s, pid %d)", db.safe_url(settings.db_url), os.getpid())
@@ -307,7 +314,7 @@ def _serve_in_processes(settings: ServerConfig) -> int:
         if pid == 0:  # the child: gRPC has not started in this process tree yet
             code = 1
             try:
-                db.open_database(settings.db_url)
+                db.open_database(settings.db_url, pool_size(settings, serving=True))
                 # Each process counts its own calls, so each serves metrics on its own port.
                 metrics_port = settings.metrics_port and settings.metrics_port + index
                 code = _serve_here(dataclasses.replace(settings, metrics_port=metrics_port))

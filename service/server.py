@@ -39,7 +39,7 @@ from .gate import Gate
 from .listen import in_use_message
 from .metrics import Metrics
 from .ratelimit import RateLimiter
-from .storage.db import is_postgres
+from .storage.db import is_postgres, run_connected
 from .waits import WaitHub
 
 log = logging.getLogger(__name__)
@@ -93,22 +93,32 @@ def _options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-class _ContextExecutor(futures.Executor):
-    """Runs work with the submitter's contextvars (run_in_executor does not carry them), so
-    the per-call record reaches the thread where the gate admits the caller."""
+class _DatabaseExecutor(futures.Executor):
+    """The database threads, as everything on the event loop uses them.
+
+    Each piece of work runs with the submitter's contextvars (run_in_executor does not
+    carry them), so the per-call record reaches the thread where the gate admits the
+    caller; and as one unit of work (storage.db.connected), so its PostgreSQL connection
+    goes back to the pool when it ends.
+    """
 
     def __init__(self, inner: futures.Executor) -> None:
         self._inner = inner
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        return self._inner.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+        context = contextvars.copy_context()
+        return self._inner.submit(context.run, run_connected, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 class RunningServer:
     """A server running on its own event loop thread, driven from ordinary (sync) code."""
 
     def __init__(self, config: ServerConfig, limiter: RateLimiter | None) -> None:
-        self.executor = futures.ThreadPoolExecutor(config.max_workers, thread_name_prefix="db")
+        threads = futures.ThreadPoolExecutor(config.max_workers, thread_name_prefix="db")
+        self.executor = _DatabaseExecutor(threads)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
         self._thread.start()
@@ -126,9 +136,7 @@ class RunningServer:
         credentials = tls.credentials(config)
         self.metrics = Metrics() if config.metrics_port else None
         gate = GateInterceptor(
-            Gate(config.rate_limits, limiter),
-            _ContextExecutor(self.executor),
-            reads_on_loop=not is_postgres(),
+            Gate(config.rate_limits, limiter), self.executor, reads_on_loop=not is_postgres()
         )
         self.server = grpc.aio.server(
             interceptors=[ObserveInterceptor(self.metrics), gate],

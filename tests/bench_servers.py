@@ -14,6 +14,7 @@ import grpc
 
 from agenttasks.server import logs
 from agenttasks.server.config import ServerConfig
+from agenttasks.server.connections import pool_size
 from agenttasks.server.domain import agents, projects, tasks, teams
 from agenttasks.server.domain.values import Caller, TokenKind, new_id, now_us
 from agenttasks.server.ratelimit import RateLimits
@@ -56,13 +57,16 @@ def serve_agenttasks(conn: Connection, url: str, max_workers: int, log_path: str
     It logs every call as `serve` does by default (INFO, text), into `log_path`.
     """
     logs.configure("INFO", stream=open(log_path, "a"))  # noqa: SIM115 (open while serving)
-    db.open_database(url)
-    migrations.migrate()
-    server = create_server(
-        ServerConfig(
-            host="127.0.0.1", port=0, rate_limits=RateLimits(0, 0, 0), max_workers=max_workers
-        )
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        rate_limits=RateLimits(0, 0, 0),
+        max_workers=max_workers,
+        run_workers=False,
     )
+    db.open_database(url, pool_size(config, serving=True))
+    migrations.migrate()
+    server = create_server(config)
     try:
         conn.send({"port": server.port, "pid": os.getpid(), **_seed_world()})
         while (command := conn.recv())[0] != "stop":

@@ -72,6 +72,12 @@ def database_url(request, tmp_path_factory) -> Iterator[str]:
     next(urls, None)
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own (not migrated, models not bound)."""
+    yield from _postgres_database(POSTGRES_URL)
+
+
 def start_server(limiter=None, **overrides) -> RunningServer:
     config = ServerConfig(host="127.0.0.1", port=0, **overrides)
     return create_server(config, limiter)

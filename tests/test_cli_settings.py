@@ -43,6 +43,7 @@ BAD_SETTINGS = [
     (["migrate", "--db", "notaurl"], {}, "sqlite:////absolute/path.db"),
     (["migrate"], {"AGENTTASKS_DB_URL": "notaurl"}, "AGENTTASKS_DB_URL"),
     (["migrate", "--db", MISSING_PG], {}, "does not exist; create it first"),
+    (["migrate", "--db", "postgresql://postgres@127.0.0.1:5432"], {}, "names no database"),
     (["team", "list", "--db", "postgresql://postgres@127.0.0.1:1/x"], {}, "Connection refused"),
     (["migrate", "--db", "sqlite:///no/such/dir/x.db"], {}, "sqlite:////abs/x.db is absolute"),
     (["team", "list", "--db", "sqlite:///no/such/dir/x.db"], {}, "no/such/dir/x.db"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 from grpc_health.v1 import health_pb2
@@ -14,7 +13,7 @@ from agenttasks.server.config import ConfigError, ServerConfig
 from agenttasks.server.server import create_server
 from agenttasks.v1 import teams_pb2
 
-from .conftest import POSTGRES_URL, _postgres_database, start_server
+from .conftest import POSTGRES_URL, start_server
 from .test_cli import AGENTTASKS, START_TIMEOUT, TEAM_KEY, Served, cli_env, free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -53,11 +52,6 @@ def test_a_second_server_on_a_busy_port_exits_2_and_the_first_keeps_every_call(t
         client = first.client(key)
         answers = [client.teams.WhoAmI(teams_pb2.WhoAmIRequest()).team_id for _ in range(20)]
         assert answers == [team_id] * 20
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    yield from _postgres_database(POSTGRES_URL)
 
 
 def _admin(sql: str) -> None:

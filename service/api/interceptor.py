@@ -164,7 +164,7 @@ def _guarded(
                 try:
                     if on_loop:
                         try:
-                            with db.reads_only():
+                            with db.reads_only(), db.connected():
                                 return admitted(request, context)
                         except db.WriteNotHere:
                             pass

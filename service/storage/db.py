@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee
+from playhouse import db_url
 from playhouse.db_url import connect as connect_url
+from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
+
+T = TypeVar("T")
 
 # Models bind to this proxy; `open_database` points it at the real database.
 database = peewee.DatabaseProxy()
@@ -24,6 +29,22 @@ _SQLITE_PRAGMAS = {
 }
 
 
+# PostgreSQL connections live in a pool per process (see `connected`). A thread that finds
+# every connection taken waits this long for one, as long as a new connection may take to
+# open (connect_timeout). Pools are sized so that this does not happen (one connection per
+# thread that can touch the database, see service/connections.py): the wait is a safety net.
+POOL_WAIT_S = 10
+# Connections are closed once this old (when next handed out or given back) and opened
+# afresh, so none lives forever (a backend's caches, a proxy's or a failover's changes).
+# Not more often: Peewee opens a connection holding the pool's lock, so every other
+# thread's check-out and return waits for that connect; once an hour per connection is
+# rare enough not to show.
+POOL_RECYCLE_S = 3600
+
+# Errors that mean "the database is not answering": the connection is dropped, never reused.
+DATABASE_DOWN = (peewee.OperationalError, peewee.InterfaceError)
+
+
 class DatabaseUnavailable(Exception):
     """The database URL cannot be used; the message says why and what to do."""
 
@@ -31,19 +52,20 @@ class DatabaseUnavailable(Exception):
 _URL_FORMS = "sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:5432/db"
 
 
-def open_database(url: str = DEFAULT_URL) -> peewee.Database:
+def open_database(url: str = DEFAULT_URL, max_connections: int | None = None) -> peewee.Database:
     """Connect the models to the database at `url` (a Peewee `db_url`) and return it.
 
     Connects once at once, so a wrong URL fails here (DatabaseUnavailable) and not on the
-    first call; a PostgreSQL database that does not exist is never created.
+    first call; a PostgreSQL database that does not exist is never created. PostgreSQL
+    connections come from a pool of at most `max_connections` (None: no bound, for
+    single-threaded commands); SQLite keeps one connection per thread.
     """
     if url.startswith("sqlite:///"):
         # IMMEDIATE: every transaction takes the write lock when it begins, so two
         # read-then-write transactions can never deadlock while upgrading their locks.
         db = connect_url(url, pragmas=_SQLITE_PRAGMAS, timeout=30, lock_type="IMMEDIATE")
     elif url.startswith(("postgres://", "postgresql://")):
-        # A black-holed host fails within seconds instead of hanging the start.
-        db = connect_url(url) if "connect_timeout" in url else connect_url(url, connect_timeout=10)
+        db = _postgres_pool(url, max_connections)
     else:
         raise DatabaseUnavailable(
             f"{safe_url(url)!r} is not a supported database URL; use {_URL_FORMS}"
@@ -54,6 +76,64 @@ def open_database(url: str = DEFAULT_URL) -> peewee.Database:
         raise DatabaseUnavailable(_explain(db, url, error)) from None
     database.initialize(db)
     return db
+
+
+class _PostgresPool(PooledPostgresqlDatabase):
+    """Peewee's PostgreSQL pool, checking the connections it hands out without a round trip.
+
+    Peewee asks an idle connection `SELECT 1` before handing it out: one more round trip
+    per call, as many as a cached GetTask makes in all. Here it looks at the socket instead.
+    An idle connection in autocommit mode has nothing to read, so data waiting there means
+    the server spoke unasked, which in practice is its goodbye (pg_terminate_backend, a
+    restart, an idle timeout) or a closed socket: that connection is discarded and another
+    taken or opened. The look is a system call, made after the pool's locks are released
+    (made under them, it had every other thread queue behind each check-out). A connection
+    lost silently (a dead network) still fails the call that uses it, as without a pool,
+    and is dropped then (`connected`).
+    """
+
+    def connect(self, reuse_if_open: bool = False) -> bool:
+        opened = super().connect(reuse_if_open)
+        looks = len(self._connections) + 1  # each idle one at most once, then a new one
+        while opened and looks and _has_input(self.connection()):
+            looks -= 1
+            self.discard()
+            opened = super().connect(reuse_if_open)
+        return opened
+
+    def _is_closed(self, conn: Any) -> bool:  # under the pool's lock
+        if conn.closed:
+            return True
+        if self._adapter.txn_status(conn) != self._adapter.txn_idle:
+            return super()._is_closed(conn)  # rolls back, or finds it dead
+        return False
+
+    def discard(self) -> None:
+        """Closes this thread's connection and takes it off the pool's books, so it is
+        neither handed out again nor counted against the pool's size."""
+        if self.is_closed():
+            return
+        self._close(self.connection(), close_conn=True)
+        # This thread forgets it; PooledDatabase.dispose would empty the whole pool, other
+        # threads' connections included.
+        peewee.Database.dispose(self)
+
+
+def _has_input(conn: Any) -> bool:
+    """Whether the server sent anything (or hung up) on an idle connection."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))  # input, hang-up or error
+
+
+def _postgres_pool(url: str, max_connections: int | None) -> peewee.Database:
+    params = db_url.parse(url)
+    if not params.get("database"):
+        raise DatabaseUnavailable(f"{safe_url(url)!r} names no database; use {_URL_FORMS}")
+    # A black-holed host fails within seconds instead of hanging the start.
+    params.setdefault("connect_timeout", 10)
+    params.update(max_connections=max_connections, stale_timeout=POOL_RECYCLE_S)
+    return _PostgresPool(timeout=POOL_WAIT_S, **params)
 
 
 def _explain(db: peewee.Database, url: str, error: Exception) -> str:
@@ -197,22 +277,69 @@ def lock_for_migration() -> None:
 
 
 def close() -> None:
-    if database.obj is not None and not database.is_closed():
-        database.close()
+    """Closes the database: every pooled PostgreSQL connection of this process (before a
+    fork, or when done with it), or this thread's SQLite connection."""
+    db = database.obj
+    if isinstance(db, PooledDatabase):
+        db.close_all()
+    elif db is not None and not db.is_closed():
+        db.close()
+
+
+@contextmanager
+def connected() -> Iterator[None]:
+    """One unit of work on this thread: a call's run on the database threads, one tick of
+    a background job, one webhook delivery.
+
+    On PostgreSQL the connection the work took from the pool goes back to it when the work
+    ends; without that a thread would keep its connection forever, and the pool would run
+    dry. SQLite keeps each thread's connection open across units (opening one per call
+    costs more than the call). On either, a connection that failed with a database error
+    (DATABASE_DOWN) is dropped, never reused: the next query opens a new one.
+    """
+    try:
+        yield
+    except DATABASE_DOWN:
+        drop_connection()
+        raise
+    finally:
+        release_connection()
+
+
+def run_connected(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`function(*args, **kwargs)` as one unit of work (`connected`)."""
+    with connected():
+        return function(*args, **kwargs)
+
+
+def release_connection() -> None:
+    """Gives this thread's PostgreSQL connection back to the pool (a no-op on SQLite, and
+    when the thread holds none)."""
+    db = database.obj
+    if not isinstance(db, PooledDatabase) or db.is_closed():
+        return
+    try:
+        db.close()  # the pool takes it back, or closes it if it is broken or too old
+    except peewee.PeeweeException:  # a transaction left open: do not hand that out again
+        drop_connection()
 
 
 def drop_connection() -> None:
     """Forget this thread's connection after a database error; the next query reconnects.
 
     A connection the server dropped stays broken, so a worker that keeps it would fail
-    forever after the database comes back.
+    forever after the database comes back; a pooled one is never handed out again.
     """
-    if database.obj is None:
+    db = database.obj
+    if db is None:
+        return
+    if isinstance(db, _PostgresPool):
+        db.discard()
         return
     try:
-        database.close()
+        db.close()
     except peewee.PeeweeException:
-        database.obj.dispose()  # closing failed (e.g. a transaction left open): just forget it
+        db.dispose()  # closing failed (e.g. a transaction left open): just forget it
 
 
 def for_update(query):

@@ -23,7 +23,7 @@ from typing import Protocol
 from ..domain import events
 from ..domain.values import MICROS, now_us
 from ..domain.webhooks import FAILED, PENDING, SUCCEEDED, fail_pending, signing_secrets
-from ..storage.db import for_update, skip_locked, write_transaction
+from ..storage.db import connected, for_update, skip_locked, write_transaction
 from ..storage.models import Webhook, WebhookAttempt, WebhookDelivery
 from . import outbox, schedule, signing
 from .http import TIMEOUT_S, Outcome
@@ -33,6 +33,7 @@ log = logging.getLogger("agenttasks.webhooks")
 DISABLE_AFTER_S = 3 * 86400.0  # an endpoint failing this long is disabled
 INTERVAL_S = 0.25
 BATCH = 100
+SENDERS = 16  # threads sending deliveries; each holds a database connection while it does
 
 
 class Sender(Protocol):
@@ -50,7 +51,7 @@ class Dispatcher:
         delays: Sequence[float] = schedule.RETRY_DELAYS,
         jitter: float = schedule.JITTER,
         disable_after_s: float = DISABLE_AFTER_S,
-        concurrency: int = 16,
+        concurrency: int = SENDERS,
         per_endpoint: int = 4,
         lease_s: float = 3 * TIMEOUT_S,
     ) -> None:
@@ -121,7 +122,8 @@ class Dispatcher:
 
     def _deliver(self, delivery_id: str, webhook_id: str, token: str) -> None:
         try:
-            self._attempt(delivery_id, webhook_id, token)
+            with connected():
+                self._attempt(delivery_id, webhook_id, token)
         except Exception:
             # The lease runs out and another pass tries again; never log the secret-bearing
             # headers, only what failed.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import ServerConfig
 from ..domain import leases, retention
 from ..domain.values import MICROS
-from ..webhooks.dispatcher import BATCH, INTERVAL_S, Dispatcher
+from ..webhooks.dispatcher import BATCH, INTERVAL_S, SENDERS, Dispatcher
 from ..webhooks.http import HttpSender
 from .runner import Job
 
@@ -37,6 +37,15 @@ def webhook_dispatcher(config: ServerConfig) -> Job:
         disable_after_s=config.webhook_disable_after,
     )
     return Job("webhook-dispatcher", dispatcher.run_once, INTERVAL_S, BATCH)
+
+
+def connections_needed(config: ServerConfig) -> int:
+    """The most database connections the jobs of `default_jobs(config)` hold at once: one
+    per job thread during its tick, and one per webhook sending thread during a delivery."""
+    if not config.run_workers:
+        return 0
+    job_threads = 2 + (config.event_retention > 0)  # as many as default_jobs makes
+    return job_threads + SENDERS
 
 
 def default_jobs(config: ServerConfig) -> list[Job]:

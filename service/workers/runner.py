@@ -8,15 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import peewee
-
 from ..domain.values import now_us
-from ..storage.db import drop_connection
+from ..storage.db import DATABASE_DOWN, connected, drop_connection
 
 log = logging.getLogger("agenttasks.workers")
-
-# Errors that mean "the database is not answering": the job backs off and reconnects.
-DATABASE_DOWN = (peewee.OperationalError, peewee.InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -79,10 +74,10 @@ class Runner:
         failures = 0
         while not self._stopping.is_set():
             try:
-                handled = job.run_once(self.clock())
-            except DATABASE_DOWN as error:
+                with connected():  # each tick returns its connection (dropped if it failed)
+                    handled = job.run_once(self.clock())
+            except DATABASE_DOWN as error:  # the job backs off; the next tick reconnects
                 failures += 1
-                drop_connection()
                 delay = self._backoff(job, failures)
                 log.warning(
                     "%s: database unavailable (%s); retrying in %.0f s",
