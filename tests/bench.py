@@ -124,6 +124,14 @@ class Bench:
         )
 
 
+def write_report(path: Path, report: dict[str, Any], started: float) -> None:
+    """Writes `report` as JSON, with the seconds since `started`, and says so."""
+    report["seconds"] = time.monotonic() - started
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    print(f"\n{path} written in {report['seconds']:.0f} s")
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
     try:
@@ -317,10 +325,7 @@ def main() -> None:
             latency = bench_latency.run(f"sqlite:///{folder}/latency.db", args.latency_repeat)
         bench_latency.report("sqlite", latency)
         report["latency_sqlite_s"] = latency
-    report["seconds"] = time.monotonic() - started
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"\n{REPORT} written in {report['seconds']:.0f} s")
+    write_report(REPORT, report, started)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Writes build/bench-scale.json.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import statistics
@@ -29,7 +28,7 @@ import grpc
 from agenttasks.v1 import tasks_pb2, tasks_pb2_grpc
 
 from . import bench_workers
-from .bench import _postgres_database
+from .bench import _postgres_database, write_report
 from .bench_scale_servers import FILTERS, HIGH, serve_seeded
 
 REPORT = Path("build/bench-scale.json")
@@ -343,10 +342,7 @@ def main() -> None:
         print_table(report, args.tasks)
     if args.part in (None, "workers"):
         report["workers"] = bench_workers.run(args)
-    report["seconds"] = time.monotonic() - started
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    print(f"\n{REPORT} written in {report['seconds']:.0f} s")
+    write_report(REPORT, report, started)
 
 
 if __name__ == "__main__":
