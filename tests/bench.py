@@ -193,15 +193,12 @@ def run_backend(
         )
         # The same comparison in server CPU per call: what the ratio would be if the server
         # had the machine to itself (noise moves it far less).
-        result["cpu_ratio"] = (
-            statistics.median(
-                r["ceiling"]["cpu_us_per_call"] / r["target"]["cpu_us_per_call"]
-                for r in rounds
-                if r["target"]["cpu_us_per_call"]
-            )
-            if any(r["target"]["cpu_us_per_call"] for r in rounds)
-            else 0.0
-        )
+        cpu_ratios = [
+            r["ceiling"]["cpu_us_per_call"] / r["target"]["cpu_us_per_call"]
+            for r in rounds
+            if r["target"]["cpu_us_per_call"]  # 0 where /proc cannot be read
+        ]
+        result["cpu_ratio"] = statistics.median(cpu_ratios) if cpu_ratios else 0.0
         result["exhausted"] = any(r["target"]["exhausted"] for r in rounds)
     return results
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, cast
@@ -142,8 +143,14 @@ def list_tasks(
     if not all(could_be_id(i) for i in (where.project_id, where.agent_id) if i):
         return [], ""  # a filter naming what cannot exist matches nothing
     now = now_us()
-    params: dict[str, Any] = {"team": team_id, "now": now, "limit": page.size + 1}
-    params.update(project=where.project_id, agent=where.agent_id, priority=where.priority)
+    params: dict[str, Any] = {
+        "team": team_id,
+        "now": now,
+        "limit": page.size + 1,
+        "project": where.project_id,
+        "agent": where.agent_id,
+        "priority": where.priority,
+    }
     if page.after is not None:
         params.update(after_created=page.after[0], after_seq=page.after[1])
     rows, next_page = page_of(list_page(where, page.after is not None).all(**params), page)
@@ -172,20 +179,20 @@ def _list_page(
         cast(Any, Param("priority")) if by_priority else None,
     )
     after = (Param("after_created"), Param("after_seq")) if resumed else None
+    queries = list_queries(Param("team"), named, Param("now"))
 
     def page(part: int) -> Any:
-        query = list_queries(Param("team"), named, Param("now"))[part]
-        ordered = keyset(query, Task, after)
+        ordered = keyset(queries[part], Task, after)
         if part:
             # Expired leases: ordered by an expression, so that no planner walks an index
             # in page order to find these few rows; the lease index finds them.
             ordered = ordered.order_by(Task.created_at + 0, Task.seq + 0)
         return ordered.limit(Param("limit"))
 
-    parts = len(list_queries(Param("team"), named, Param("now")))
-    if parts == 1:
+    if len(queries) == 1:
         return Statement(lambda: page(0))
-    return UnionAll([partial(page, n) for n in range(parts)], (Task.created_at, Task.seq), "limit")
+    parts: list[Callable[[], Any]] = [partial(page, n) for n in range(len(queries))]
+    return UnionAll(parts, (Task.created_at, Task.seq), "limit")
 
 
 def list_queries(team_id: Any, where: TaskFilter, now: Any) -> list[Any]:

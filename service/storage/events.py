@@ -114,18 +114,17 @@ def after(
     query = TaskEvent.select(*columns).where(
         (TaskEvent.team == team_id) & (TaskEvent.event_id > after_event_id)
     )
-    if project_id is not None:
-        query = query.where(TaskEvent.project_id == project_id)
-    if status is not None:
-        query = query.where(TaskEvent.status == status)
-    if assigned_agent_id is not None:
-        query = query.where(TaskEvent.assigned_agent_id == assigned_agent_id)
-    if priority is not None:
-        query = query.where(TaskEvent.priority == priority)
-    if task_id is not None:
-        query = query.where(TaskEvent.task_id == task_id)
-    if actor_agent_id is not None:
-        query = query.where(TaskEvent.agent_id == actor_agent_id)
+    filters = {
+        TaskEvent.project_id: project_id,
+        TaskEvent.status: status,
+        TaskEvent.assigned_agent_id: assigned_agent_id,
+        TaskEvent.priority: priority,
+        TaskEvent.task_id: task_id,
+        TaskEvent.agent_id: actor_agent_id,
+    }
+    for column, value in filters.items():
+        if value is not None:
+            query = query.where(column == value)
     rows = query.order_by(TaskEvent.event_id).limit(limit).tuples()
     return [EventRow(*row) for row in rows.iterator()]
 

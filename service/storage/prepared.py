@@ -3,8 +3,9 @@ time it runs on a backend and executed directly from then on.
 
 Peewee turns a query into SQL on every execution, and for a row of twenty columns that takes
 a few hundred microseconds, many times what SQLite needs to answer it. The hot paths
-(`storage.task_rows`, `storage.queries`) write their queries with the builder, where they
-read like the rest of the code, and pay for building them once per process.
+(the domain's task, lease and lookup queries, task and event writes) write their queries
+with the builder, where they read like the rest of the code, and pay for building them
+once per process.
 
     by_id = Statement(lambda: Task.select().where(Task.id == Param("id")))
     task = by_id.first(id="c00...")
@@ -16,6 +17,7 @@ conversion runs, so a statement only takes parameters of plain columns.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 import peewee as pw
@@ -23,6 +25,9 @@ import peewee as pw
 from .db import database
 
 M = TypeVar("M", bound=pw.Model)
+# A statement as built for one backend: SQL text, its values (`_Slot`s where parameters go),
+# the row reader and the selected column names.
+_Built = tuple[str, tuple[Any, ...], Callable[[tuple], Any], tuple[str, ...]]
 
 
 class _Slot:
@@ -53,23 +58,27 @@ class Statement(Generic[M]):
 
     def __init__(self, build: Callable[[], Any]) -> None:
         self._build = build
-        self._built: dict[type, tuple[str, tuple[Any, ...], Any, tuple[str, ...]]] = {}
+        self._built: dict[type, _Built] = {}
 
-    def _text(self) -> tuple[str, tuple[Any, ...], Any, tuple[str, ...]]:
+    def _text(self) -> _Built:
         backend = type(database.obj)
         built = self._built.get(backend)
         if built is None:
-            query = self._build()
-            text, values = query.sql()
-            model = getattr(query, "model", None)
-            selected = tuple(getattr(query, "_returning", ()) or ())
-            named = [_column_name(node) for node in selected]
-            columns = tuple(name for name in named if name is not None)
-            reader: Callable[[tuple], Any] = _unreadable
-            if model is not None and len(columns) == len(named):
-                reader = _reader(model, columns, selected)
-            built = self._built[backend] = (text, tuple(values), reader, columns)
+            built = self._built[backend] = self._compile()
         return built
+
+    def _compile(self) -> _Built:
+        """(SQL text, its values with `_Slot`s for parameters, row reader, column names)."""
+        query = self._build()
+        text, values = query.sql()
+        model = getattr(query, "model", None)
+        selected = tuple(getattr(query, "_returning", ()) or ())
+        named = [_column_name(node) for node in selected]
+        columns = tuple(name for name in named if name is not None)
+        reader: Callable[[tuple], Any] = _unreadable
+        if model is not None and len(columns) == len(named):
+            reader = _reader(model, columns, selected)
+        return text, tuple(values), reader, columns
 
     def sql(self, **params: Any) -> tuple[str, list[Any]]:
         """The SQL text for the open database and its parameters, in order."""
@@ -79,9 +88,6 @@ class Statement(Generic[M]):
     def execute(self, **params: Any) -> Any:
         """Runs the statement; returns the DB-API cursor."""
         return database.execute_sql(*self.sql(**params))
-
-    def rows(self, **params: Any) -> list[tuple]:
-        return self.execute(**params).fetchall()
 
     def all(self, **params: Any) -> list[M]:
         read = self._text()[2]
@@ -109,32 +115,27 @@ class UnionAll(Statement[M]):
     def __init__(
         self, parts: list[Callable[[], Any]], order: tuple[pw.Field, ...], limit: str
     ) -> None:
-        super().__init__(lambda: None)
+        super().__init__(lambda: None)  # unused: the parts build themselves
         self._parts = [Statement[M](part) for part in parts]
         self._order = order
         self._limit = limit
 
-    def _text(self) -> tuple[str, tuple[Any, ...], Any, tuple[str, ...]]:
-        backend = type(database.obj)
-        built = self._built.get(backend)
-        if built is None:
-            texts: list[str] = []
-            values: list[Any] = []
-            read: Any = _unreadable
-            columns: tuple[str, ...] = ()
-            for index, part in enumerate(self._parts):
-                text, part_values, read, part_columns = part._text()
-                if index and part_columns != columns:
-                    raise TypeError("the parts of a union select the same columns")
-                columns = part_columns
-                texts.append(f"SELECT * FROM ({text}) AS part{index}")
-                values.extend(part_values)
-            order = ", ".join(f'"{field.column_name}"' for field in self._order)
-            param = database.obj.param
-            text = " UNION ALL ".join(texts) + f" ORDER BY {order} LIMIT {param}"
-            values.append(_Slot(self._limit))
-            built = self._built[backend] = (text, tuple(values), read, columns)
-        return built
+    def _compile(self) -> _Built:
+        texts: list[str] = []
+        values: list[Any] = []
+        read: Any = _unreadable
+        columns: tuple[str, ...] = ()
+        for index, part in enumerate(self._parts):
+            text, part_values, read, part_columns = part._compile()
+            if index and part_columns != columns:
+                raise TypeError("the parts of a union select the same columns")
+            columns = part_columns
+            texts.append(f"SELECT * FROM ({text}) AS part{index}")
+            values.extend(part_values)
+        order = ", ".join(f'"{field.column_name}"' for field in self._order)
+        text = " UNION ALL ".join(texts) + f" ORDER BY {order} LIMIT {database.obj.param}"
+        values.append(_Slot(self._limit))
+        return text, tuple(values), read, columns
 
 
 # Fields whose stored value is already what Python reads; others (booleans on SQLite, say)
@@ -172,7 +173,7 @@ def _reader(
 
 
 def _unreadable(row: tuple) -> Any:
-    raise TypeError("this statement selects more than fields and named values: use rows()")
+    raise TypeError("this statement selects more than fields and named values: use scalar()")
 
 
 def _column_name(node: Any) -> str | None:
@@ -186,22 +187,16 @@ def _column_name(node: Any) -> str | None:
 
 # --- writes of whole rows ------------------------------------------------------------------
 
-_writes: dict[tuple, Statement] = {}
 
-
+@cache
 def _write_statement(kind: str, model: type[pw.Model], names: tuple[str, ...]) -> Statement:
-    key = (kind, model, names)
-    statement = _writes.get(key)
-    if statement is None:
-        fields = model._meta.fields
-        pk = model._meta.primary_key
-        values = {fields[name]: Param(name) for name in names}
-        if kind == "insert":
-            statement = Statement(lambda: model.insert(values))
-        else:
-            statement = Statement(lambda: model.update(values).where(pk == Param("pk")))
-        statement = _writes.setdefault(key, statement)
-    return statement
+    """INSERT of the fields `names`, or UPDATE of them by primary key (parameter `pk`)."""
+    fields = model._meta.fields
+    values = {fields[name]: Param(name) for name in names}
+    if kind == "insert":
+        return Statement(lambda: model.insert(values))
+    pk = model._meta.primary_key
+    return Statement(lambda: model.update(values).where(pk == Param("pk")))
 
 
 def insert(model: type[pw.Model], values: dict[str, Any]) -> int:
