@@ -1,7 +1,7 @@
 """Every call's gate, whatever door it came through: token -> caller, rate limit, permission.
 
-A plain function of (method, authorization value, client address), so the gRPC
-interceptor and any later door (HTTP/JSON, MCP tools) admit callers the same way.
+A plain function of (method, authorization value, client address), so the gRPC door
+(api/door.py) and any later one (HTTP/JSON, MCP tools) admit callers the same way.
 """
 
 from __future__ import annotations

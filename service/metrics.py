@@ -42,19 +42,19 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._started = Counter(
+        self.started_total = Counter(
             "grpc_server_started_total",
             "Total number of RPCs started on the server.",
             _LABELS,
             registry=self.registry,
         )
-        self._handled = Counter(
+        self.handled_total = Counter(
             "grpc_server_handled_total",
             "Total number of RPCs completed on the server, regardless of success or failure.",
             (*_LABELS, "grpc_code"),
             registry=self.registry,
         )
-        self._seconds = Histogram(
+        self.handling_seconds = Histogram(
             "grpc_server_handling_seconds",
             "Histogram of response latency (seconds) of gRPC that had been application-level "
             "handled by the server.",
@@ -64,12 +64,9 @@ class Metrics:
         self.registry.register(_TaskDepth())
         self._http: Any = None
 
-    def started(self, kind: str, service: str, method: str) -> None:
-        self._started.labels(kind, service, method).inc()
-
-    def handled(self, kind: str, service: str, method: str, code: str, seconds: float) -> None:
-        self._handled.labels(kind, service, method, code).inc()
-        self._seconds.labels(kind, service, method).observe(seconds)
+    def series(self, kind: str, service: str, method: str) -> MethodSeries:
+        """The series of one method (labels resolved once, not per call)."""
+        return MethodSeries(self, (kind, service, method))
 
     def serve(self, host: str, port: int) -> None:
         """Serves `/metrics` over HTTP on host:port (OSError if the port is taken)."""
@@ -79,3 +76,22 @@ class Metrics:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
+
+
+class MethodSeries:
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
+        self._labels = labels
+        self._started = metrics.started_total.labels(*labels)
+        self._seconds = metrics.handling_seconds.labels(*labels)
+        self._handled_by_code = metrics.handled_total
+        self._handled: dict[str, Any] = {}
+
+    def started(self) -> None:
+        self._started.inc()
+
+    def handled(self, code: str, seconds: float) -> None:
+        counter = self._handled.get(code)
+        if counter is None:
+            counter = self._handled[code] = self._handled_by_code.labels(*self._labels, code)
+        counter.inc()
+        self._seconds.observe(seconds)

@@ -55,8 +55,8 @@ class RateLimiter:
             if lease is not None and lease.tokens > 0 and now - lease.taken_at < LEASE_SECONDS:
                 lease.tokens -= 1
                 return
-            # Writes come before any change here: a caller that may not write (see
-            # storage.db.reads_only) retries the whole charge where it may.
+            # Writes come before any change here: a caller that may not wait for the write
+            # lock (storage.db.without_waiting) runs the whole charge again where it may.
             if now - self._forgotten_at > FORGET_SECONDS:
                 rate_buckets.forget_before(now - FORGET_SECONDS)
                 self._forgotten_at = now

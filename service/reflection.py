@@ -9,12 +9,13 @@ from the method's service, and hands out our files as compiled with their commen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 SERVICE_NAME = reflection.SERVICE_NAME
 
@@ -63,6 +64,8 @@ class _ReflectionPool:
         return getattr(self._pool, name)
 
 
-def enable(service_names: list[str], server: Any) -> None:
+def servicer(service_names: list[str]) -> tuple[Callable, Any]:
+    """The reflection service for `service_names` (and itself), with what registers it."""
     pool = _ReflectionPool(descriptor_pool.Default())
-    reflection.enable_server_reflection([*service_names, SERVICE_NAME], server, pool=pool)
+    served = reflection.aio.ReflectionServicer([*service_names, SERVICE_NAME], pool=pool)
+    return reflection_pb2_grpc.add_ServerReflectionServicer_to_server, served

@@ -1,9 +1,8 @@
-"""Builds the gRPC server: servicers, the auth interceptor, health and reflection."""
+"""Builds the gRPC server: servicers behind the door (api/door.py), health and reflection."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import threading
 from collections.abc import Coroutine
@@ -28,18 +27,19 @@ from agenttasks.v1 import (
 
 from . import dbhealth, reflection, tls
 from .api.agents import AgentServicer
-from .api.interceptor import GateInterceptor
-from .api.observe import ObserveInterceptor
+from .api.door import Door
+from .api.observe import Observer
 from .api.projects import ProjectServicer
 from .api.tasks import TaskServicer
 from .api.teams import TeamServicer
 from .api.webhooks import WebhookServicer
 from .config import ConfigError, ServerConfig
+from .dbwork import DatabaseExecutor, DatabaseWork
 from .gate import Gate
 from .listen import in_use_message
 from .metrics import Metrics
 from .ratelimit import RateLimiter
-from .storage.db import is_postgres, run_connected
+from .storage.db import is_postgres
 from .waits import WaitHub
 
 log = logging.getLogger(__name__)
@@ -93,32 +93,12 @@ def _options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-class _DatabaseExecutor(futures.Executor):
-    """The database threads, as everything on the event loop uses them.
-
-    Each piece of work runs with the submitter's contextvars (run_in_executor does not
-    carry them), so the per-call record reaches the thread where the gate admits the
-    caller; and as one unit of work (storage.db.connected), so its PostgreSQL connection
-    goes back to the pool when it ends.
-    """
-
-    def __init__(self, inner: futures.Executor) -> None:
-        self._inner = inner
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-        context = contextvars.copy_context()
-        return self._inner.submit(context.run, run_connected, fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
 class RunningServer:
     """A server running on its own event loop thread, driven from ordinary (sync) code."""
 
     def __init__(self, config: ServerConfig, limiter: RateLimiter | None) -> None:
         threads = futures.ThreadPoolExecutor(config.max_workers, thread_name_prefix="db")
-        self.executor = _DatabaseExecutor(threads)
+        self.executor = DatabaseExecutor(threads)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
         self._thread.start()
@@ -132,30 +112,29 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     async def _start(self, config: ServerConfig, limiter: RateLimiter | None) -> int:
-        self.hub = WaitHub(self.loop, self.executor)
+        work = DatabaseWork(self.loop, self.executor, on_loop=not is_postgres())
+        self.hub = WaitHub(self.loop, work)
         credentials = tls.credentials(config)
         self.metrics = Metrics() if config.metrics_port else None
-        gate = GateInterceptor(
-            Gate(config.rate_limits, limiter), self.executor, reads_on_loop=not is_postgres()
-        )
-        self.server = grpc.aio.server(
-            interceptors=[ObserveInterceptor(self.metrics), gate],
-            options=_options(config),
-        )
-        tasks_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.hub), self.server)
-        projects_pb2_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(), self.server)
-        agents_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(), self.server)
-        webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
-            WebhookServicer(config.allow_private_webhooks), self.server
-        )
-        teams_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(), self.server)
-
+        door = Door(Gate(config.rate_limits, limiter), Observer(self.metrics), work)
+        self.server = grpc.aio.server(options=_options(config))
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for add_to_server, servicer in (
+            (tasks_pb2_grpc.add_TaskServiceServicer_to_server, TaskServicer(self.hub)),
+            (projects_pb2_grpc.add_ProjectServiceServicer_to_server, ProjectServicer()),
+            (agents_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer()),
+            (
+                webhooks_pb2_grpc.add_WebhookServiceServicer_to_server,
+                WebhookServicer(config.allow_private_webhooks),
+            ),
+            (teams_pb2_grpc.add_TeamServiceServicer_to_server, TeamServicer()),
+            (health_pb2_grpc.add_HealthServicer_to_server, self.health),
+        ):
+            door.add(self.server, add_to_server, servicer)
+        if config.reflection:
+            door.add(self.server, *reflection.servicer([*SERVICE_NAMES, health.SERVICE_NAME]))
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if config.reflection:
-            reflection.enable([*SERVICE_NAMES, health.SERVICE_NAME], self.server)
 
         address = f"{config.host}:{config.port}"
         try:

@@ -13,15 +13,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
+from .dbwork import DatabaseWork
 from .storage import events
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
-T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -36,12 +34,12 @@ class WaitHub:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        executor: Executor,
+        work: DatabaseWork,
         newest_of_teams: Callable[[list[str]], dict[str, int]] = events.newest_of_teams,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self._loop = loop
-        self._executor = executor
+        self.run = work.run  # database work of the waiting calls, where it belongs
         self._newest_of_teams = newest_of_teams
         self._poll_seconds = poll_seconds
         self._waiters: dict[str, set[_Waiter]] = {}
@@ -59,10 +57,6 @@ class WaitHub:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Runs blocking (database) work on the pool, off the event loop."""
-        return await self._loop.run_in_executor(self._executor, function, *args)
 
     @property
     def waiting(self) -> int:
@@ -106,9 +100,7 @@ class WaitHub:
                 continue
             teams = list(self._waiters)
             try:
-                newest = await self._loop.run_in_executor(
-                    self._executor, self._newest_of_teams, teams
-                )
+                newest = await self.run(self._newest_of_teams, teams)
             except Exception as error:  # the database may be away; waiters time out anyway
                 log.warning("polling for new events failed: %s", type(error).__name__)
                 continue

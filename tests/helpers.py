@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -147,3 +150,15 @@ class TeamWorld:
     def agent(self, name: str = "Agent") -> tuple[agents_pb2.Agent, Client]:
         response = self.admin.agents.CreateAgent(agents_pb2.CreateAgentRequest(name=name))
         return response.agent, self.client(response.token)
+
+
+@contextmanager
+def lock_held_by_another_connection(path: str) -> Iterator[None]:
+    """SQLite's write lock on the database file at `path`, held as another process holds it."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

@@ -42,7 +42,7 @@ def test_a_call_logs_one_line_and_echoes_the_request_id(world, caplog):
     _, call = agent_client.teams.WhoAmI.with_call(
         teams_pb2.WhoAmIRequest(), metadata=[("x-request-id", "req-42")]
     )
-    assert ("x-request-id", "req-42") in call.initial_metadata()
+    assert ("x-request-id", "req-42") in call.trailing_metadata()
     (line,) = _calls(caplog)
     assert line["method"] == "agenttasks.v1.TeamService/WhoAmI"
     assert line["code"] == "OK" and line["error_code"] == ""
@@ -56,7 +56,7 @@ def test_a_call_logs_one_line_and_echoes_the_request_id(world, caplog):
 def test_a_call_without_request_id_gets_one(world, caplog):
     caplog.set_level(logging.INFO, "agenttasks.calls")
     _, call = world.admin.teams.WhoAmI.with_call(teams_pb2.WhoAmIRequest())
-    echoed = dict(call.initial_metadata())["x-request-id"]
+    echoed = dict(call.trailing_metadata())["x-request-id"]
     assert len(echoed) == 32
     assert _calls(caplog)[-1]["request_id"] == echoed
 
@@ -66,7 +66,7 @@ def test_a_request_id_that_is_not_a_plain_id_is_replaced(world, sent):
     _, call = world.admin.teams.WhoAmI.with_call(
         teams_pb2.WhoAmIRequest(), metadata=[("x-request-id", sent)]
     )
-    echoed = dict(call.initial_metadata())["x-request-id"]
+    echoed = dict(call.trailing_metadata())["x-request-id"]
     assert echoed != sent and len(echoed) == 32
 
 

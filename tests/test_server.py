@@ -7,13 +7,14 @@ import re
 import threading
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agenttasks.server.domain import teams
-from agenttasks.v1 import teams_pb2
+from agenttasks.v1 import tasks_pb2, teams_pb2
 
 from .conftest import start_server
-from .helpers import raises
+from .helpers import lock_held_by_another_connection, raises
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -38,12 +39,31 @@ def test_an_unexpected_failure_is_internal_and_shows_no_internals(world, monkeyp
         raise RuntimeError("database exploded at /srv/secret/path")
 
     monkeypatch.setattr(teams, "get_team", broken)
-    with caplog.at_level(logging.ERROR, logger="agenttasks.server.api.interceptor"):
+    with caplog.at_level(logging.ERROR, logger="agenttasks.server.api.door"):
         body = raises("INTERNAL", world.admin.teams.GetTeam, teams_pb2.GetTeamRequest())
     request_id = re.fullmatch(r"Internal error \(request id ([0-9a-f]{16})\)", body.message)
     assert request_id, body.message
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert request_id.group(1) in logged and "GetTeam" in logged
+
+
+def test_calls_go_on_while_another_process_holds_sqlite_write_lock(world, database_url, backend):
+    # SQLite calls run on the event loop thread: one waiting for the lock would stop them all.
+    if backend != "sqlite":
+        pytest.skip("SQLite's database-wide write lock (PostgreSQL has none)")
+    project = world.project()
+    task = world.admin.tasks.CreateTask(
+        tasks_pb2.CreateTaskRequest(project_id=project.id, title="before")
+    ).task
+    with lock_held_by_another_connection(database_url.removeprefix("sqlite:///")):
+        creating = world.admin.tasks.CreateTask.future(
+            tasks_pb2.CreateTaskRequest(project_id=project.id, title="after")
+        )
+        for _ in range(20):  # reads answer meanwhile, and the write waits on the pool
+            read = world.admin.tasks.GetTask(tasks_pb2.GetTaskRequest(task_id=task.id), timeout=5)
+            assert read.task.title == "before"
+        assert not creating.done()
+    assert creating.result(timeout=30).task.title == "after"
 
 
 def test_an_unknown_method_is_unimplemented(channel):

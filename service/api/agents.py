@@ -7,7 +7,7 @@ from agenttasks.v1 import agents_pb2_grpc
 
 from ..domain import agents
 from . import convert
-from .interceptor import current_caller, reads_only
+from .door import current_caller
 
 WRITABLE = {
     "name": lambda m: {"name": m.name},
@@ -17,7 +17,6 @@ WRITABLE = {
 
 
 class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
-    @reads_only
     def ListAgents(self, request, context):
         rows, next_page = agents.list_agents(
             current_caller(),
@@ -30,7 +29,6 @@ class AgentServicer(agents_pb2_grpc.AgentServiceServicer):
             agents=[convert.agent(row) for row in rows], next_page_token=next_page
         )
 
-    @reads_only
     def GetAgent(self, request, context):
         agent = agents.get_agent(current_caller(), request.agent_id)
         return pb.GetAgentResponse(agent=convert.agent(agent))

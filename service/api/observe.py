@@ -1,7 +1,8 @@
 """Per-call log line, request id and Prometheus counts, for every call the server sees.
 
-Placed before the gate, so refused calls (bad token, rate limit) are counted and logged
-too. The gate fills in the caller through `note_caller` once it has admitted the call.
+Outside the gate, so refused calls (bad token, rate limit) are counted and logged too. The
+gate fills in the caller through `note_caller` once it has admitted the call. The request
+id goes back in the response's trailing metadata.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -31,11 +33,12 @@ _SECRET_LIKE = re.compile(r"(tk|at)_[0-9a-f]{16}|whsec_", re.IGNORECASE)
 _WARN = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
-@dataclass
+@dataclass(slots=True)
 class CallRecord:
     """What is known about one call; the gate adds the caller when it admits it."""
 
     request_id: str
+    peer: str
     team_id: str = ""
     agent_id: str = ""
 
@@ -110,56 +113,37 @@ def _status(context, error: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-_KINDS = (
-    ("unary_unary", "unary"),
-    ("unary_stream", "server_stream"),
-    ("stream_unary", "client_stream"),
-    ("stream_stream", "bidi_stream"),
-)
+class Observer:
+    """Wraps handlers (once, when they are registered) to log, count and id every call."""
 
-
-class ObserveInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics | None = None) -> None:
         self._metrics = metrics
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
-        for attribute, kind in _KINDS:
-            inner = getattr(handler, attribute)
-            if inner is None:
-                continue
-            call = _Call(method, kind, metadata, self._metrics)
-            if inspect.isasyncgenfunction(inner):
-                return handler._replace(**{attribute: call.stream(inner)})
-            if inspect.iscoroutinefunction(inner):
-                return handler._replace(**{attribute: call.unary(inner)})
-        return handler  # a synchronous handler: none is registered
+    def wrap(self, method: str, kind: str, inner: Callable) -> Callable:
+        """`inner` (an async function or async generator of (request, context)), observed."""
+        call = _Method(method, kind, self._metrics)
+        if inspect.isasyncgenfunction(inner):
 
+            async def observed_stream(request, context):
+                record, started = call.begin(context)
+                error = None
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as caught:
+                    error = caught
+                    raise
+                finally:
+                    # A stream closed by cancellation or by its generator being finalised
+                    # may outlive its call: its context must not be touched then (grpcio
+                    # crashes).
+                    ended = error is not None and not isinstance(error, Exception)
+                    call.end(record, None if ended else context, started, error)
 
-class _Call:
-    def __init__(self, method: str, kind: str, metadata, metrics: Metrics | None) -> None:
-        self.method = method.lstrip("/")
-        self.service, _, self.name = self.method.partition("/")
-        self.kind = kind
-        self.record = CallRecord(_request_id(metadata))
-        self.metrics = metrics
-        self.peer = ""
+            return observed_stream
 
-    async def _begin(self, context) -> float:
-        _record.set(self.record)
-        self.peer = context.peer()
-        if self.metrics is not None:
-            self.metrics.started(self.kind, self.service, self.name)
-        await context.send_initial_metadata(((REQUEST_ID, self.record.request_id),))
-        return time.perf_counter()
-
-    def unary(self, inner):
         async def observed(request, context):
-            started = await self._begin(context)
+            record, started = call.begin(context)
             error = None
             try:
                 return await inner(request, context)
@@ -167,33 +151,37 @@ class _Call:
                 error = caught
                 raise
             finally:
-                self._end(context, started, error)
+                call.end(record, context, started, error)
 
         return observed
 
-    def stream(self, inner):
-        async def observed(request, context):
-            started = await self._begin(context)
-            error = None
-            try:
-                async for response in inner(request, context):
-                    yield response
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                # A stream closed by cancellation or by its generator being finalised may
-                # outlive its call: its context must not be touched then (grpcio crashes).
-                ended = error is not None and not isinstance(error, Exception)
-                self._end(None if ended else context, started, error)
 
-        return observed
+class _Method:
+    """What every call of one method shares: its names and its metric series."""
 
-    def _end(self, context, started: float, error: BaseException | None) -> None:
+    def __init__(self, method: str, kind: str, metrics: Metrics | None) -> None:
+        self.method = method.lstrip("/")
+        service, _, name = self.method.partition("/")
+        self.series = metrics.series(kind, service, name) if metrics is not None else None
+
+    def begin(self, context) -> tuple[CallRecord, float]:
+        record = CallRecord(_request_id(context.invocation_metadata()), context.peer())
+        _record.set(record)
+        # In the trailers: initial metadata would be a batch of its own in gRPC core (about
+        # a tenth of a small call's cost); the trailers go with the response anyway.
+        context.set_trailing_metadata(((REQUEST_ID, record.request_id),))
+        if self.series is not None:
+            self.series.started()
+        return record, time.perf_counter()
+
+    def end(self, record: CallRecord, context, started: float, error: BaseException | None):
         seconds = time.perf_counter() - started
         code = _status(context, error) if context is not None else grpc.StatusCode.CANCELLED
-        if self.metrics is not None:
-            self.metrics.handled(self.kind, self.service, self.name, go_code(code), seconds)
+        if self.series is not None:
+            self.series.handled(go_code(code), seconds)
+        level = logging.WARNING if code in _WARN else logging.INFO
+        if not log.isEnabledFor(level):
+            return
         failed = context is not None and code is not grpc.StatusCode.OK
         reason = _documented_code(context) if failed else ""
         fields = {
@@ -201,12 +189,11 @@ class _Call:
             "code": code.name,
             "error_code": reason,
             "duration_ms": round(seconds * 1000, 1),
-            "peer": self.peer,
-            "team_id": self.record.team_id,
-            "agent_id": self.record.agent_id,
-            "request_id": self.record.request_id,
+            "peer": record.peer,
+            "team_id": record.team_id,
+            "agent_id": record.agent_id,
+            "request_id": record.request_id,
         }
-        level = logging.WARNING if code in _WARN else logging.INFO
         log.log(
             level,
             "%s %s%s %.1fms peer=%s team=%s agent=%s request_id=%s",
@@ -214,9 +201,9 @@ class _Call:
             code.name,
             f" {reason}" if reason else "",
             fields["duration_ms"],
-            fields["peer"],
-            fields["team_id"] or "-",
-            fields["agent_id"] or "-",
-            fields["request_id"],
+            record.peer,
+            record.team_id or "-",
+            record.agent_id or "-",
+            record.request_id,
             extra={"call": fields},
         )

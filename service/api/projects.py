@@ -7,7 +7,7 @@ from agenttasks.v1 import projects_pb2_grpc
 
 from ..domain import projects
 from . import convert
-from .interceptor import current_caller, reads_only
+from .door import current_caller
 
 WRITABLE = {
     "name": lambda m: {"name": m.name},
@@ -16,7 +16,6 @@ WRITABLE = {
 
 
 class ProjectServicer(projects_pb2_grpc.ProjectServiceServicer):
-    @reads_only
     def ListProjects(self, request, context):
         rows, next_page = projects.list_projects(
             current_caller(), request.team_id, request.page_size, request.page_token
@@ -25,7 +24,6 @@ class ProjectServicer(projects_pb2_grpc.ProjectServiceServicer):
             projects=[convert.project(row) for row in rows], next_page_token=next_page
         )
 
-    @reads_only
     def GetProject(self, request, context):
         project = projects.get_project(current_caller(), request.project_id)
         return pb.GetProjectResponse(project=convert.project(project))

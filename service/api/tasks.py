@@ -13,7 +13,7 @@ from ..domain.values import now_us
 from ..storage import models
 from ..waits import WaitHub
 from . import convert
-from .interceptor import current_caller, reads_only
+from .door import current_caller
 
 WRITABLE = {
     "title": lambda m: {"title": m.title},
@@ -40,7 +40,6 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
     def __init__(self, hub: WaitHub) -> None:
         self._hub = hub
 
-    @reads_only
     def ListTasks(self, request, context):
         where = tasks.TaskFilter(
             status=convert.task_status(request.status),
@@ -55,7 +54,6 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
             tasks=[convert.task(row) for row in rows], next_page_token=next_page
         )
 
-    @reads_only
     def GetTask(self, request, context):
         task = tasks.get_task(current_caller(), request.task_id)
         return pb.GetTaskResponse(task=convert.task(task))
@@ -109,7 +107,6 @@ class TaskServicer(tasks_pb2_grpc.TaskServiceServicer):
         )
         return pb.HeartbeatTaskResponse(task=convert.task(task))
 
-    @reads_only
     def ListTaskEvents(self, request, context):
         rows, next_page = events.list_events(
             current_caller(),

@@ -7,7 +7,7 @@ from agenttasks.v1 import teams_pb2_grpc
 
 from ..domain import teams
 from . import convert
-from .interceptor import current_caller, reads_only
+from .door import current_caller
 
 _SETTINGS = {
     "settings.rate_limit_task_per_minute": lambda m: {
@@ -32,7 +32,6 @@ WRITABLE = {
 
 
 class TeamServicer(teams_pb2_grpc.TeamServiceServicer):
-    @reads_only
     def GetTeam(self, request, context):
         team = teams.get_team(current_caller(), request.team_id)
         return pb.GetTeamResponse(team=convert.team(team))
@@ -47,7 +46,6 @@ class TeamServicer(teams_pb2_grpc.TeamServiceServicer):
         team, key = teams.rotate_team_api_key(current_caller(), request.team_id, grace)
         return pb.RotateTeamApiKeyResponse(team=convert.team(team), api_key=key)
 
-    @reads_only
     def WhoAmI(self, request, context):
         caller = current_caller()
         return pb.WhoAmIResponse(

@@ -10,7 +10,7 @@ from agenttasks.v1 import webhooks_pb2_grpc
 from ..domain import webhooks
 from ..storage import models
 from . import convert
-from .interceptor import current_caller, reads_only
+from .door import current_caller
 
 WRITABLE = {
     "url": lambda m: {"url": m.url},
@@ -84,7 +84,6 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
         )
         return pb.CreateWebhookResponse(webhook=webhook(row), secret=secret)
 
-    @reads_only
     def ListWebhooks(self, request, context):
         rows, next_page = webhooks.list_webhooks(
             current_caller(), request.team_id, request.page_size, request.page_token
@@ -93,7 +92,6 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
             webhooks=[webhook(row) for row in rows], next_page_token=next_page
         )
 
-    @reads_only
     def GetWebhook(self, request, context):
         row = webhooks.get_webhook(current_caller(), request.webhook_id)
         return pb.GetWebhookResponse(webhook=webhook(row))
@@ -114,7 +112,6 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
         row, secret = webhooks.rotate_secret(current_caller(), request.webhook_id, grace)
         return pb.RotateWebhookSecretResponse(webhook=webhook(row), secret=secret)
 
-    @reads_only
     def ListWebhookDeliveries(self, request, context):
         items, next_page = webhooks.list_deliveries(
             current_caller(),

@@ -21,11 +21,12 @@ database = peewee.DatabaseProxy()
 
 DEFAULT_URL = "sqlite:///agenttasks.db"
 
+_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_PRAGMAS = {
     "journal_mode": "wal",  # readers never wait for the writer
     "synchronous": "normal",  # durable across process crashes; WAL makes it safe
     "foreign_keys": 1,
-    "busy_timeout": 30_000,  # ms: writers queue instead of failing under contention
+    "busy_timeout": _BUSY_TIMEOUT_MS,  # writers queue instead of failing under contention
 }
 
 
@@ -171,15 +172,17 @@ def sql(statement: str) -> str:
     return statement.replace("?", database.obj.param) if is_postgres() else statement
 
 
-class WriteNotHere(Exception):
-    """A write transaction was started inside `reads_only()`."""
+class WouldWait(Exception):
+    """Work inside `without_waiting()` needed SQLite's write lock while it was taken."""
 
 
 class _UnitOfWork(threading.local):
     """Work the outermost write transaction of this thread does around its commit."""
 
     def __init__(self) -> None:
-        self.reads_only = False
+        self.no_wait = False  # inside without_waiting()
+        self.wrote = False  # ... and a write transaction there has committed
+        self.quick_connection: Any = None  # this thread's SQLite connection set not to wait
         self.active = False
         self.before_commit: list[Callable[[], None]] = []
         self.after_commit: list[Callable[[], None]] = []
@@ -196,8 +199,6 @@ def write_transaction() -> Iterator[None]:
     The outermost one runs the `before_commit` callbacks last inside the transaction
     (events are inserted there, see storage.events) and `after_commit` ones once committed.
     """
-    if _unit.reads_only:
-        raise WriteNotHere()
     if _unit.active:
         with database.atomic():
             yield
@@ -208,6 +209,7 @@ def write_transaction() -> Iterator[None]:
             yield
             while _unit.before_commit:
                 _unit.before_commit.pop(0)()
+        _unit.wrote = _unit.no_wait
         for callback in _unit.after_commit:
             callback()
     finally:
@@ -229,19 +231,50 @@ def _one_writer_here() -> Iterator[None]:
     if is_postgres():
         yield
         return
-    with _sqlite_writer:
-        yield
-
-
-@contextmanager
-def reads_only() -> Iterator[None]:
-    """Work that must not write: a `write_transaction` started inside raises WriteNotHere
-    before it touches the database (every write goes through one)."""
-    _unit.reads_only = True
+    if _unit.no_wait and not _unit.wrote:
+        if not _sqlite_writer.acquire(blocking=False):
+            raise WouldWait()
+    else:
+        if _unit.no_wait:  # a second write of work that wrote: it waits (see without_waiting)
+            _set_busy_timeout(_BUSY_TIMEOUT_MS)
+        _sqlite_writer.acquire()
     try:
         yield
     finally:
-        _unit.reads_only = False
+        _sqlite_writer.release()
+
+
+def _set_busy_timeout(milliseconds: int) -> None:
+    database.execute_sql(f"PRAGMA busy_timeout = {int(milliseconds)}")
+    _unit.quick_connection = database.connection() if milliseconds == 0 else None
+
+
+@contextmanager
+def without_waiting() -> Iterator[None]:
+    """Work on a thread that must never wait for SQLite's write lock: the event loop's.
+
+    The work's first write transaction starts only if the lock is free at once, in this
+    process (other threads) and in others (busy timeout 0 on this thread's connection);
+    otherwise WouldWait is raised before anything is written, and the caller runs the whole
+    work again where waiting is fine. Once something was written, running it again would
+    write twice: a later write transaction of the same work waits for the lock as usual.
+    On PostgreSQL, which has no database-wide write lock, work runs as anywhere else.
+    """
+    if is_postgres():
+        yield
+        return
+    if database.connection() is not _unit.quick_connection:
+        _set_busy_timeout(0)
+    _unit.no_wait, _unit.wrote = True, False
+    try:
+        yield
+    except peewee.OperationalError as error:
+        # SQLITE_BUSY before any write (a reader meeting a checkpoint, say): wait elsewhere.
+        if _unit.wrote or "locked" not in str(error):
+            raise
+        raise WouldWait() from error
+    finally:
+        _unit.no_wait = _unit.wrote = False
 
 
 def in_write_transaction() -> bool:
