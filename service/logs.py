@@ -31,6 +31,11 @@ def configure(level: str, form: str = "text", stream: TextIO | None = None) -> N
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if form == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+    # Every call logs a line. Leave out of each record what no format here shows: the
+    # source line (a walk up the stack per record), thread and process (the logging HOWTO's
+    # "Optimization" knobs).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # Peewee logs every statement with its parameters at DEBUG; those may hold secrets
     # (webhook signing keys), so its statements stay out of the log at any level.
     logging.getLogger("peewee").setLevel(logging.INFO)

@@ -211,15 +211,20 @@ def insert(model: type[pw.Model], values: dict[str, Any]) -> int:
 def save(instance: pw.Model, *, force_insert: bool = False) -> None:
     """`instance.save()` for rows of an auto-numbered key, through statements built once.
 
-    Writes every loaded field, as `save()` does; a new row gets its primary key set.
+    A new row is inserted with every field set, and gets its primary key. An existing one
+    is updated in the fields assigned since it was read (Peewee's dirty fields): an UPDATE
+    that names an indexed column rewrites that index's entry even when the value is the
+    same, and a task row has a dozen indexes.
     """
     model = type(instance)
     pk_name: str = model._meta.primary_key.name  # type: ignore[union-attr]
-    values = {name: value for name, value in instance.__data__.items() if name != pk_name}
-    pk = instance.__data__.get(pk_name)
+    data = instance.__data__
+    pk = data.get(pk_name)
     if force_insert or pk is None:
-        instance.__data__[pk_name] = insert(model, values)
+        data[pk_name] = insert(model, {name: v for name, v in data.items() if name != pk_name})
     else:
-        names = tuple(sorted(values))
-        _write_statement("update", model, names).execute(**values, pk=pk)
+        names = tuple(sorted(instance._dirty - {pk_name}))  # type: ignore[attr-defined]
+        if names:
+            values = {name: data[name] for name in names}
+            _write_statement("update", model, names).execute(**values, pk=pk)
     instance._dirty.clear()  # type: ignore[attr-defined]

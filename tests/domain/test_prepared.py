@@ -82,6 +82,19 @@ def test_save_inserts_and_updates_like_peewee(made):
     assert (stored.title, stored.version, stored.description) == ("renamed", 2, "")
 
 
+def test_an_update_writes_only_the_fields_assigned(made):
+    _, _, task = made
+    read = Statement(lambda: Task.select().where(Task.id == Param("id"))).first(id=task.id)
+    Task.update(description="changed meanwhile").where(Task.id == task.id).execute()
+
+    read.version += 1
+    prepared.save(read)
+    prepared.save(read)  # nothing assigned since: nothing written
+
+    stored = Task.get(Task.id == task.id)
+    assert (stored.version, stored.description) == (task.version + 1, "changed meanwhile")
+
+
 def test_booleans_read_as_booleans(made):
     caller, _, _ = made
     Webhook.insert(
