@@ -7,7 +7,7 @@ On SQLite it runs on the event loop thread itself. A WAL reader answers in micro
 less than the hop to a pool thread and back; SQLite has one writer at a time anyway, and a
 pool thread that writes gives up and retakes the GIL against the busy loop thread at every
 statement, which made writes several times slower. Work on the loop never waits for the
-write lock (`storage.db.without_waiting`): while another thread or process holds it, the
+write lock (`storage.db.run_without_waiting`): while another thread or process holds it, the
 work runs on the pool instead, from its start.
 """
 
@@ -58,8 +58,7 @@ class DatabaseWork:
         """`function(*args)`, run as one unit of work (storage.db.connected)."""
         if self._on_loop:
             try:
-                with db.without_waiting(), db.connected():
-                    return function(*args)
+                return db.run_without_waiting(function, *args)
             except db.WouldWait:
                 pass
         return await self._loop.run_in_executor(self.executor, function, *args)

@@ -56,7 +56,7 @@ class RateLimiter:
                 lease.tokens -= 1
                 return
             # Writes come before any change here: a caller that may not wait for the write
-            # lock (storage.db.without_waiting) runs the whole charge again where it may.
+            # lock (storage.db.run_without_waiting) runs the whole charge again where it may.
             if now - self._forgotten_at > FORGET_SECONDS:
                 rate_buckets.forget_before(now - FORGET_SECONDS)
                 self._forgotten_at = now

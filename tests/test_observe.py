@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import re
 import time
 import urllib.request
 
@@ -12,13 +15,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agenttasks.server.api.observe import go_code
-from agenttasks.server.logs import JsonFormatter
+from agenttasks.server.logs import CALLS, TEXT_FORMAT, CallLines, JsonFormatter
 from agenttasks.server.ratelimit import RateLimits
 from agenttasks.v1 import agents_pb2, tasks_pb2, teams_pb2
 
 from .conftest import new_team, start_server
 from .helpers import Client, raises
-from .test_cli import free_port
+from .test_cli import TEAM_KEY, Served, free_port
 
 
 def _calls(caplog) -> list[dict]:
@@ -151,3 +154,119 @@ def test_metrics_count_calls_per_method_and_code(database_url):
     assert _count(seconds, "grpc_server_handling_seconds_count", grpc_method="WhoAmI") == 4
     depth = {s.labels["status"]: s.value for s in families["agenttasks_tasks"]}
     assert set(depth) == {"todo", "in_progress", "done", "cancelled"}
+
+
+# --- call lines written past the logging module (logs.CallLines) ---------------------------
+
+CALL = {
+    "method": "agenttasks.v1.TeamService/WhoAmI",
+    "code": "OK",
+    "error_code": "",
+    "duration_ms": 0.4,
+    "peer": "ipv4:127.0.0.1:5000",
+    "team_id": "cteam",
+    "agent_id": "",
+    "request_id": "req-1",
+}
+MESSAGE = "agenttasks.v1.TeamService/WhoAmI OK 0.4ms peer=ipv4:127.0.0.1:5000 team=cteam"
+STAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+
+
+class _Stream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _handler(form: str) -> tuple[logging.StreamHandler, _Stream]:
+    stream = _Stream()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if form == "json" else logging.Formatter(TEXT_FORMAT))
+    return handler, stream
+
+
+def _as_logging_writes_it(handler: logging.Handler, level: int) -> str:
+    record = logging.LogRecord(CALLS, level, "", 0, MESSAGE, None, None)
+    record.call = CALL
+    return handler.format(record)
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+def test_a_call_line_reads_as_the_text_formatter_writes_it(level):
+    handler, stream = _handler("text")
+    CallLines(handler, "text").write(level, MESSAGE, CALL)  # no event loop: written at once
+
+    written = stream.getvalue()
+    assert written.endswith("\n") and written.count("\n") == 1
+    expected = _as_logging_writes_it(handler, level)
+    assert STAMP.match(written) and STAMP.match(expected)
+    assert STAMP.sub("", written, count=1) == STAMP.sub("", expected, count=1) + "\n"
+
+
+def test_a_call_line_reads_as_the_json_formatter_writes_it():
+    handler, stream = _handler("json")
+    CallLines(handler, "json").write(logging.WARNING, MESSAGE, CALL)
+
+    written = json.loads(stream.getvalue())
+    expected = json.loads(_as_logging_writes_it(handler, logging.WARNING))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", written.pop("time"))
+    expected.pop("time")
+    assert written == expected
+
+
+def test_the_lines_of_one_loop_turn_are_written_together():
+    handler, stream = _handler("text")
+    lines = CallLines(handler, "text")
+
+    async def three_calls() -> str:
+        for _ in range(3):
+            lines.write(logging.INFO, MESSAGE, CALL)
+        before = stream.getvalue()
+        await asyncio.sleep(0)  # the turn ends
+        return before
+
+    assert asyncio.run(three_calls()) == ""
+    assert stream.getvalue().count(MESSAGE) == 3 and stream.writes == 1
+
+
+def test_call_lines_step_aside_when_other_handlers_listen(caplog):
+    handler, _ = _handler("text")
+    assert not CallLines(handler, "text").in_charge(logging.getLogger(CALLS))  # caplog's
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [handler]
+    try:
+        assert CallLines(handler, "text").in_charge(logging.getLogger(CALLS))
+    finally:
+        root.handlers[:] = saved
+
+
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_serve_logs_each_call_once(tmp_path, form):
+    with Served(
+        tmp_path, "--db", f"sqlite:///{tmp_path / 'calls.db'}", "--log-format", form
+    ) as served:
+        served.wait_serving()
+        key = TEAM_KEY.findall(served.stderr)[0]
+        for n in range(3):
+            served.client(key).teams.WhoAmI(
+                teams_pb2.WhoAmIRequest(), metadata=[("x-request-id", f"seen-{n}")], timeout=10
+            )
+        assert served.terminate() == 0
+    calls = [line for line in served.stderr.splitlines() if "TeamService/WhoAmI" in line]
+    assert len(calls) == 3, served.stderr
+    for n, line in enumerate(calls):
+        if form == "json":
+            entry = json.loads(line)
+            assert (entry["logger"], entry["request_id"], entry["code"]) == (
+                CALLS,
+                f"seen-{n}",
+                "OK",
+            )
+        else:
+            assert STAMP.match(line) and f" INFO {CALLS}: " in line
+            assert line.endswith(f"request_id=seen-{n}")

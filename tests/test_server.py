@@ -47,10 +47,9 @@ def test_an_unexpected_failure_is_internal_and_shows_no_internals(world, monkeyp
     assert request_id.group(1) in logged and "GetTeam" in logged
 
 
-def test_calls_go_on_while_another_process_holds_sqlite_write_lock(world, database_url, backend):
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_calls_go_on_while_another_process_holds_sqlite_write_lock(world, database_url):
     # SQLite calls run on the event loop thread: one waiting for the lock would stop them all.
-    if backend != "sqlite":
-        pytest.skip("SQLite's database-wide write lock (PostgreSQL has none)")
     project = world.project()
     task = world.admin.tasks.CreateTask(
         tasks_pb2.CreateTaskRequest(project_id=project.id, title="before")

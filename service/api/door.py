@@ -28,7 +28,7 @@ from ..domain.values import Caller, own_team
 from ..gate import Gate
 from ..permissions import is_public
 from .errors import to_status
-from .observe import Observer, note_caller
+from .observe import Observer, current_call, note_caller
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,17 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             return Undecodable(error)
 
     return deserialize
+
+
+_TEAM_SCOPED: dict[Any, bool] = {}
+
+
+def _has_team_id(message_class: Any) -> bool:
+    """Whether requests of this class name a team (`team_id`)."""
+    scoped = _TEAM_SCOPED.get(message_class)
+    if scoped is None:
+        scoped = _TEAM_SCOPED[message_class] = "team_id" in message_class.DESCRIPTOR.fields_by_name
+    return scoped
 
 
 class _Handlers:
@@ -127,9 +138,9 @@ class Door:
         gate = self._gate
 
         def admit(request, context) -> Caller:
-            address = client_address(context.peer())
-            authorization = _authorization(context.invocation_metadata())
-            caller = gate.admit(method, authorization, address)
+            call = current_call()
+            address = client_address(call.peer)
+            caller = gate.admit(method, _authorization(call.metadata), address)
             note_caller(caller)  # for the call's log line
             if isinstance(request, Undecodable):
                 log.warning(
@@ -139,7 +150,7 @@ class Door:
                     type(request.error).__name__,
                 )
                 gate.refuse_undecodable(address)
-            if "team_id" in request.DESCRIPTOR.fields_by_name:
+            if _has_team_id(type(request)):
                 own_team(caller, request.team_id)  # before any validation, as documented
             return caller
 

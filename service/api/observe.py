@@ -10,19 +10,20 @@ from __future__ import annotations
 import contextvars
 import inspect
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from .. import logs
 from ..domain.values import Caller
 from ..metrics import Metrics
 
-log = logging.getLogger("agenttasks.calls")
+log = logging.getLogger(logs.CALLS)
 
 REQUEST_ID = "x-request-id"
 # A client's id is echoed and logged, so only plain ids are kept, and nothing shaped like
@@ -30,7 +31,7 @@ REQUEST_ID = "x-request-id"
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,100}")
 _SECRET_LIKE = re.compile(r"(tk|at)_[0-9a-f]{16}|whsec_", re.IGNORECASE)
 # Refusals an operator watches for (credential stuffing, a runaway client): WARNING.
-_WARN = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+_UNAUTHENTICATED, _EXHAUSTED = grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 @dataclass(slots=True)
@@ -39,6 +40,7 @@ class CallRecord:
 
     request_id: str
     peer: str
+    metadata: tuple  # the client's, as (key, value) pairs
     team_id: str = ""
     agent_id: str = ""
 
@@ -63,6 +65,11 @@ def go_code(code: grpc.StatusCode) -> str:
     return "".join(word.capitalize() for word in code.name.split("_"))
 
 
+def current_call() -> CallRecord:
+    """The record of the call being handled (on this thread or asyncio task)."""
+    return _record.get()
+
+
 def current_request_id() -> str | None:
     """The request id of the call being handled (for error messages that quote it)."""
     record = _record.get(None)
@@ -75,7 +82,7 @@ def _request_id(metadata) -> str:
             value = value.strip()
             if _PLAIN_ID.fullmatch(value) and not _SECRET_LIKE.search(value):
                 return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def _documented_code(context) -> str:
@@ -165,7 +172,8 @@ class _Method:
         self.series = metrics.series(kind, service, name) if metrics is not None else None
 
     def begin(self, context) -> tuple[CallRecord, float]:
-        record = CallRecord(_request_id(context.invocation_metadata()), context.peer())
+        metadata = context.invocation_metadata()
+        record = CallRecord(_request_id(metadata), context.peer(), metadata)
         _record.set(record)
         # In the trailers: initial metadata would be a batch of its own in gRPC core (about
         # a tenth of a small call's cost); the trailers go with the response anyway.
@@ -179,7 +187,8 @@ class _Method:
         code = _status(context, error) if context is not None else grpc.StatusCode.CANCELLED
         if self.series is not None:
             self.series.handled(go_code(code), seconds)
-        level = logging.WARNING if code in _WARN else logging.INFO
+        warn = code is _UNAUTHENTICATED or code is _EXHAUSTED
+        level = logging.WARNING if warn else logging.INFO
         if not log.isEnabledFor(level):
             return
         failed = context is not None and code is not grpc.StatusCode.OK
@@ -194,16 +203,13 @@ class _Method:
             "agent_id": record.agent_id,
             "request_id": record.request_id,
         }
-        log.log(
-            level,
-            "%s %s%s %.1fms peer=%s team=%s agent=%s request_id=%s",
-            self.method,
-            code.name,
-            f" {reason}" if reason else "",
-            fields["duration_ms"],
-            record.peer,
-            record.team_id or "-",
-            record.agent_id or "-",
-            record.request_id,
-            extra={"call": fields},
+        message = (
+            f"{self.method} {code.name}{' ' + reason if reason else ''} "
+            f"{fields['duration_ms']:.1f}ms peer={record.peer} team={record.team_id or '-'} "
+            f"agent={record.agent_id or '-'} request_id={record.request_id}"
         )
+        lines = logs.call_lines
+        if lines is not None and lines.in_charge(log):
+            lines.write(level, message, fields)
+        else:
+            log.log(level, message, extra={"call": fields})

@@ -173,14 +173,14 @@ def sql(statement: str) -> str:
 
 
 class WouldWait(Exception):
-    """Work inside `without_waiting()` needed SQLite's write lock while it was taken."""
+    """Work run by `run_without_waiting` needed SQLite's write lock while it was taken."""
 
 
 class _UnitOfWork(threading.local):
     """Work the outermost write transaction of this thread does around its commit."""
 
     def __init__(self) -> None:
-        self.no_wait = False  # inside without_waiting()
+        self.no_wait = False  # in run_without_waiting
         self.wrote = False  # ... and a write transaction there has committed
         self.quick_connection: Any = None  # this thread's SQLite connection set not to wait
         self.active = False
@@ -235,7 +235,7 @@ def _one_writer_here() -> Iterator[None]:
         if not _sqlite_writer.acquire(blocking=False):
             raise WouldWait()
     else:
-        if _unit.no_wait:  # a second write of work that wrote: it waits (see without_waiting)
+        if _unit.no_wait:  # a second write of work that wrote: it waits (see run_without_waiting)
             _set_busy_timeout(_BUSY_TIMEOUT_MS)
         _sqlite_writer.acquire()
     try:
@@ -249,30 +249,30 @@ def _set_busy_timeout(milliseconds: int) -> None:
     _unit.quick_connection = database.connection() if milliseconds == 0 else None
 
 
-@contextmanager
-def without_waiting() -> Iterator[None]:
-    """Work on a thread that must never wait for SQLite's write lock: the event loop's.
+def run_without_waiting(function: Callable[..., T], /, *args: Any) -> T:
+    """`function(*args)` as one unit of work (`connected`) on a thread that must never wait
+    for SQLite's write lock: the event loop's. SQLite only.
 
     The work's first write transaction starts only if the lock is free at once, in this
     process (other threads) and in others (busy timeout 0 on this thread's connection);
     otherwise WouldWait is raised before anything is written, and the caller runs the whole
     work again where waiting is fine. Once something was written, running it again would
     write twice: a later write transaction of the same work waits for the lock as usual.
-    On PostgreSQL, which has no database-wide write lock, work runs as anywhere else.
     """
-    if is_postgres():
-        yield
-        return
     if database.connection() is not _unit.quick_connection:
         _set_busy_timeout(0)
     _unit.no_wait, _unit.wrote = True, False
     try:
-        yield
+        return function(*args)
     except peewee.OperationalError as error:
         # SQLITE_BUSY before any write (a reader meeting a checkpoint, say): wait elsewhere.
-        if _unit.wrote or "locked" not in str(error):
-            raise
-        raise WouldWait() from error
+        if not _unit.wrote and "locked" in str(error):
+            raise WouldWait() from error
+        drop_connection()
+        raise
+    except DATABASE_DOWN:
+        drop_connection()
+        raise
     finally:
         _unit.no_wait = _unit.wrote = False
 

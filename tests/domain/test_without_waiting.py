@@ -1,9 +1,9 @@
-"""Work on the event loop never waits for SQLite's write lock (storage.db.without_waiting).
+"""Work on the event loop never waits for SQLite's write lock (storage.db.run_without_waiting).
 
 Its first write starts only if the lock is free at once; otherwise it is refused before
 anything is written, so the caller can run the whole work again on a thread that may wait.
 Held by another thread of this process or by another connection (as another process
-would), the same. PostgreSQL has no such lock: there the work runs as anywhere else.
+would), the same.
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ def made(database_url):
     return caller, projects.create_project(caller, "", "P", "", "")
 
 
+# SQLite's database-wide write lock; PostgreSQL has none.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def sqlite_path(database_url) -> str:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's database-wide write lock (PostgreSQL has none)")
     return database_url.removeprefix("sqlite:///")
 
 
@@ -63,20 +65,16 @@ def _count(project) -> int:
 
 def test_a_write_is_refused_while_another_thread_writes(made, sqlite_path):
     caller, project = made
-    with lock_held_by_another_thread(), pytest.raises(db.WouldWait), db.without_waiting():
-        tasks.create_task(caller, "", project.id, "not now")
+    with lock_held_by_another_thread(), pytest.raises(db.WouldWait):
+        db.run_without_waiting(tasks.create_task, caller, "", project.id, "not now")
     assert _count(project) == 0 and not db.in_write_transaction()
 
 
 def test_a_write_is_refused_at_once_while_another_process_writes(made, sqlite_path):
     caller, project = made
     started = time.monotonic()
-    with (
-        lock_held_by_another_connection(sqlite_path),
-        pytest.raises(db.WouldWait),
-        db.without_waiting(),
-    ):
-        tasks.create_task(caller, "", project.id, "not now")
+    with lock_held_by_another_connection(sqlite_path), pytest.raises(db.WouldWait):
+        db.run_without_waiting(tasks.create_task, caller, "", project.id, "not now")
     assert time.monotonic() - started < 5  # not the 30 s busy timeout
     assert _count(project) == 0
     tasks.create_task(caller, "", project.id, "now")  # outside, this connection waits again
@@ -86,24 +84,18 @@ def test_a_write_is_refused_at_once_while_another_process_writes(made, sqlite_pa
 def test_reads_go_on_while_another_process_writes(made, sqlite_path):
     caller, project = made
     task = tasks.create_task(caller, "", project.id, "readable")
-    with lock_held_by_another_connection(sqlite_path), db.without_waiting():
-        assert tasks.get_task(caller, task.id).title == "readable"
+    with lock_held_by_another_connection(sqlite_path):
+        assert db.run_without_waiting(tasks.get_task, caller, task.id).title == "readable"
 
 
 def test_after_a_write_a_second_one_waits_instead_of_being_refused(made, sqlite_path):
     caller, project = made
-    with db.without_waiting():
+
+    def two_writes() -> None:
         tasks.create_task(caller, "", project.id, "first")
         with lock_held_by_another_thread() as release:
             threading.Timer(0.2, release.set).start()
             tasks.create_task(caller, "", project.id, "second")  # waits for the release
+
+    db.run_without_waiting(two_writes)
     assert _count(project) == 2
-
-
-def test_work_runs_as_anywhere_else_on_postgres(made, database_url):
-    if not database_url.startswith("postgres"):
-        pytest.skip("the PostgreSQL side of this contract")
-    caller, project = made
-    with lock_held_by_another_thread(), db.without_waiting():
-        tasks.create_task(caller, "", project.id, "rows are locked, not databases")
-    assert _count(project) == 1
