@@ -16,6 +16,7 @@ reader for it here, so rows written before a change still read.
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +51,14 @@ def rfc3339(micros: int | None) -> str | None:
     """Epoch µs as RFC 3339 UTC with six fractional digits (exact: no float on the way)."""
     if micros is None:
         return None
-    stamp = _EPOCH + datetime.timedelta(microseconds=micros)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{_whole_second(seconds)}.{fraction:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_second(seconds: int) -> str:
+    # Every event formats two or three times, mostly of the same recent seconds.
+    return (_EPOCH + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def micros_of_rfc3339(text: str | None) -> int | None:

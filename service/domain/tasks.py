@@ -270,7 +270,7 @@ def create_task(
         )
         return save_with_events(task, [CREATED], caller, created=True)
 
-    digest = idempotency.fingerprint(
+    digest = request_id and idempotency.fingerprint(
         project_id=project_id,
         title=title,
         description=description,
@@ -500,7 +500,7 @@ def complete_task(caller: Caller, task_id: str, result: str, request_id: str = "
     # Scoped by task: a client that reuses a request_id for another task means another
     # completion, not a retry; a team-wide key would answer it with the first task.
     scope = f"CompleteTask:{task_id}"
-    digest = idempotency.fingerprint(result=result)
+    digest = request_id and idempotency.fingerprint(result=result)
 
     def complete() -> Task:
         task = _lock(team_id, task_id)
