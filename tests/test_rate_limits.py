@@ -14,7 +14,7 @@ from agenttasks.server.storage import rate_buckets
 from agenttasks.v1 import tasks_pb2, teams_pb2
 
 from .conftest import new_team, start_server
-from .helpers import Client, raises
+from .helpers import Client, lock_held_by_another_connection, raises
 
 LIST = tasks_pb2.ListTasksRequest(page_size=1)
 WHO = teams_pb2.WhoAmIRequest()
@@ -121,3 +121,26 @@ def test_the_serve_flags_set_the_limits():
         ]
     )
     assert (args.rate_limit_task, args.rate_limit_other, args.rate_limit_auth_failures) == (0, 0, 9)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_call_run_again_where_it_may_wait_is_charged_once(limited, database_url):
+    # On SQLite a call starts on the event loop; a write that finds the lock taken by
+    # another process makes it run again on the pool. It was admitted the first time.
+    channel, _ = limited
+    world = new_team(channel)
+    create = tasks_pb2.CreateTaskRequest(project_id=world.project().id, title="t")
+    world.admin.tasks.CreateTask(create)  # the bucket's share is now in memory
+    with lock_held_by_another_connection(database_url.removeprefix("sqlite:///")):
+        waiting = world.admin.tasks.CreateTask.future(create)
+        time.sleep(0.3)  # admitted on the loop, refused the lock, now waiting on the pool
+    waiting.result(timeout=30)
+    created = 2
+    while created <= 120:
+        try:
+            world.admin.tasks.CreateTask(create)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            break
+        created += 1
+    assert created == 120

@@ -139,6 +139,10 @@ class Door:
 
         def admit(request, context) -> Caller:
             call = current_call()
+            if call.caller is not None:
+                # The work runs again on the pool (see dbwork): admitted, and charged
+                # against the rate limits, once.
+                return call.caller
             address = client_address(call.peer)
             caller = gate.admit(method, _authorization(call.metadata), address)
             note_caller(caller)  # for the call's log line
@@ -152,6 +156,7 @@ class Door:
                 gate.refuse_undecodable(address)
             if _has_team_id(type(request)):
                 own_team(caller, request.team_id)  # before any validation, as documented
+            call.caller = caller
             return caller
 
         if inspect.isasyncgenfunction(inner):

@@ -43,6 +43,7 @@ class CallRecord:
     metadata: tuple  # the client's, as (key, value) pairs
     team_id: str = ""
     agent_id: str = ""
+    caller: Caller | None = None  # once the gate has admitted the call
 
 
 _record: contextvars.ContextVar[CallRecord] = contextvars.ContextVar("call_record")
