@@ -23,9 +23,8 @@ from ..storage import models
 def timestamp(micros: int | None) -> timestamp_pb2.Timestamp | None:
     if micros is None:
         return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMicroseconds(micros)
-    return stamp
+    seconds, fraction = divmod(micros, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=fraction * 1000)
 
 
 # The ranges google/protobuf/timestamp.proto and duration.proto define (years 1..9999,
@@ -171,24 +170,28 @@ def agent(row: models.Agent) -> agents_pb2.Agent:
 
 
 def task(row: models.Task) -> tasks_pb2.Task:
+    # From the row's values directly: a page of ListTasks converts fifty rows, and each
+    # field read through the model's accessors cost as much again as the message itself.
+    # (Foreign keys hold the id under the field's own name.)
+    values = row.__data__
     return tasks_pb2.Task(
-        id=row.id,
-        team_id=row.team_id,
-        project_id=row.project_id,
-        title=row.title,
-        description=row.description,
-        status=TASK_STATUS_NUMBERS[row.status],
-        priority=row.priority,
-        assigned_agent_id=row.assigned_agent_id or "",
-        result=row.result or "",
-        due_time=timestamp(row.due_time),
-        created_at=timestamp(row.created_at),
-        updated_at=timestamp(row.updated_at),
+        id=values["id"],
+        team_id=values["team"],
+        project_id=values["project"],
+        title=values["title"],
+        description=values["description"],
+        status=TASK_STATUS_NUMBERS[values["status"]],
+        priority=values["priority"],
+        assigned_agent_id=values.get("assigned_agent") or "",
+        result=values.get("result") or "",
+        due_time=timestamp(values.get("due_time")),
+        created_at=timestamp(values["created_at"]),
+        updated_at=timestamp(values["updated_at"]),
         etag=etag_of(row),
-        lease_expire_time=timestamp(row.lease_expire_at),
-        attempt_count=row.attempt_count,
-        max_attempts=row.max_attempts,
-        progress=row.progress,
+        lease_expire_time=timestamp(values.get("lease_expire_at")),
+        attempt_count=values["attempt_count"],
+        max_attempts=values["max_attempts"],
+        progress=values["progress"],
     )
 
 
