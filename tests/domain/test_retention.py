@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agenttasks.server.domain import projects, retention, tasks, teams
-from agenttasks.server.domain.values import MICROS, Caller, TokenKind
+from agenttasks.server.domain import events, projects, retention, tasks, teams
+from agenttasks.server.domain.values import MICROS, Caller, TokenKind, now_us
 from agenttasks.server.storage.models import TaskEvent
 
 from ..fresh import fresh_database
@@ -37,8 +37,25 @@ def test_events_older_than_the_cutoff_are_deleted_in_batches(alone):
     assert retention.delete_events_before(cutoff, limit=2) == 0
     assert {row.task_id for row in TaskEvent.select().where(ours)} == set(recent)
 
-    # A later cutoff takes the rest.
+    # A later cutoff takes the rest, but for the newest event of the database.
     later = max(t.updated_at for t in made) + MICROS
     while retention.delete_events_before(later, limit=1000):
         pass
-    assert not TaskEvent.select().where(ours).exists()
+    assert [row.task_id for row in TaskEvent.select().where(ours)] == ids[-1:]
+
+
+def test_event_ids_never_go_back_when_every_event_is_old(alone):
+    # On SQLite a new row is numbered one above the largest id in the table: with every
+    # event deleted, ids would start again at 1, under every cursor already handed out.
+    team, _ = teams.create_team("Idle")
+    caller = Caller(team.id, TokenKind.TEAM_API_KEY)
+    project = projects.create_project(caller, "", "P", "", "")
+    for n in range(3):
+        tasks.create_task(caller, "", project.id, f"task {n}")
+    cursor = events.last_event_id(team.id)
+
+    while retention.delete_events_before(now_us() + MICROS):
+        pass
+    tasks.create_task(caller, "", project.id, "after a quiet week")
+
+    assert [e.event_id > cursor for e in events.events_after(team.id, cursor, 10)] == [True]
