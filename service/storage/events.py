@@ -15,12 +15,15 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache
+from typing import Any
 
 from peewee import fn
 
 from . import prepared
 from .db import after_commit, before_commit, database, is_postgres, transaction_state
 from .models import EventRetentionMark, TaskEvent
+from .prepared import Param
 
 # Advisory lock class of the per-team event lock (the second key is the team's hash).
 _EVENTS_LOCK_CLASS = 7451002
@@ -97,6 +100,33 @@ def _notify(team_ids: set[str]) -> None:
         listener(team_ids)
 
 
+# The filters `after` takes, by name, and the column each one compares.
+_FILTERS = {
+    "project_id": TaskEvent.project_id,
+    "status": TaskEvent.status,
+    "assigned_agent_id": TaskEvent.assigned_agent_id,
+    "priority": TaskEvent.priority,
+    "task_id": TaskEvent.task_id,
+    "actor_agent_id": TaskEvent.agent_id,
+}
+
+
+@cache
+def _after(filters: tuple[str, ...]) -> prepared.Statement[TaskEvent]:
+    """The `after` statement for one combination of filters, built once."""
+
+    def build() -> Any:
+        columns = [TaskEvent._meta.columns[name] for name in _COLUMNS]  # type: ignore[attr-defined]
+        query = TaskEvent.select(*columns).where(
+            (TaskEvent.team == Param("team")) & (TaskEvent.event_id > Param("after"))
+        )
+        for name in filters:
+            query = query.where(_FILTERS[name] == Param(name))
+        return query.order_by(TaskEvent.event_id).limit(Param("limit"))
+
+    return prepared.Statement(build)
+
+
 def after(
     team_id: str,
     after_event_id: int,
@@ -110,36 +140,44 @@ def after(
     actor_agent_id: str | None = None,
 ) -> list[EventRow]:
     """The team's events with ids above `after_event_id`, oldest first, never skipping one."""
-    columns = [TaskEvent._meta.columns[name] for name in _COLUMNS]
-    query = TaskEvent.select(*columns).where(
-        (TaskEvent.team == team_id) & (TaskEvent.event_id > after_event_id)
-    )
-    filters = {
-        TaskEvent.project_id: project_id,
-        TaskEvent.status: status,
-        TaskEvent.assigned_agent_id: assigned_agent_id,
-        TaskEvent.priority: priority,
-        TaskEvent.task_id: task_id,
-        TaskEvent.agent_id: actor_agent_id,
+    asked = {
+        "project_id": project_id,
+        "status": status,
+        "assigned_agent_id": assigned_agent_id,
+        "priority": priority,
+        "task_id": task_id,
+        "actor_agent_id": actor_agent_id,
     }
-    for column, value in filters.items():
-        if value is not None:
-            query = query.where(column == value)
-    rows = query.order_by(TaskEvent.event_id).limit(limit).tuples()
-    return [EventRow(*row) for row in rows.iterator()]
+    given = {name: value for name, value in asked.items() if value is not None}
+    statement = _after(tuple(given))
+    rows = statement.execute(team=team_id, after=after_event_id, limit=limit, **given)
+    return [EventRow(*row) for row in rows.fetchall()]
+
+
+def _newest_first(descending: bool) -> prepared.Statement[TaskEvent]:
+    order = TaskEvent.event_id.desc() if descending else TaskEvent.event_id
+    return prepared.Statement(
+        lambda: (
+            TaskEvent.select(TaskEvent.event_id)
+            .where(TaskEvent.team == Param("team"))
+            .order_by(order)
+            .limit(1)
+        )
+    )
+
+
+_NEWEST = _newest_first(True)
+_OLDEST = _newest_first(False)
 
 
 def last_event_id(team_id: str) -> int:
     """The newest event id of the team (0 when it has none)."""
-    newest = TaskEvent.select(TaskEvent.event_id).where(TaskEvent.team == team_id)
-    row = newest.order_by(TaskEvent.event_id.desc()).limit(1).scalar()
-    return row or 0
+    return _NEWEST.scalar(team=team_id) or 0
 
 
 def oldest_event_id(team_id: str) -> int | None:
     """The oldest event id the team still has (retention deletes older ones)."""
-    oldest = TaskEvent.select(TaskEvent.event_id).where(TaskEvent.team == team_id)
-    return oldest.order_by(TaskEvent.event_id).limit(1).scalar()
+    return _OLDEST.scalar(team=team_id)
 
 
 def newest_of_teams(team_ids: Iterable[str]) -> dict[str, int]:
@@ -172,9 +210,13 @@ def note_retention(max_deleted_event_id: int) -> None:
     )
 
 
-def retention_mark() -> int:
-    """The highest event id retention may have deleted (0: none deleted yet)."""
-    row = EventRetentionMark.select(EventRetentionMark.max_deleted_event_id).where(
+_RETENTION_MARK: prepared.Statement[EventRetentionMark] = prepared.Statement(
+    lambda: EventRetentionMark.select(EventRetentionMark.max_deleted_event_id).where(
         EventRetentionMark.id == 1
     )
-    return row.scalar() or 0
+)
+
+
+def retention_mark() -> int:
+    """The highest event id retention may have deleted (0: none deleted yet)."""
+    return _RETENTION_MARK.scalar() or 0

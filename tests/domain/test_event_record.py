@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from agenttasks.server.domain import events
 from agenttasks.server.storage.migrations import m002_event_record
@@ -40,8 +41,11 @@ def test_todays_payload_equals_the_migrated_one_for_the_same_task():
 
 
 def test_times_are_rfc3339_with_microseconds_and_read_back_exactly():
-    for micros in (0, 1, 1_796_000_000_123_456, 253_402_300_799_999_999):
+    earliest, year_385 = -62_135_596_800_000_000, -50_000_000_000_000_000
+    for micros in (0, 1, -1, 1_796_000_000_123_456, 253_402_300_799_999_999, earliest, year_385):
         text = events.rfc3339(micros)
-        assert text.endswith("Z") and len(text.split(".")[1]) == 7
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", text), text
         assert events.micros_of_rfc3339(text) == micros
     assert events.rfc3339(1_000_000) == "1970-01-01T00:00:01.000000Z"
+    assert events.rfc3339(-1) == "1969-12-31T23:59:59.999999Z"
+    assert events.rfc3339(earliest) == "0001-01-01T00:00:00.000000Z"  # years padded to four
