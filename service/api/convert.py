@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -230,8 +232,34 @@ def _event_fields(event: events.Event) -> dict[str, Any]:
     }
 
 
+class _Recent:
+    """The messages of the most recent events, by team and event id (an event never
+    changes; the team tells apart the databases of tests that use several)."""
+
+    def __init__(self, kept: int) -> None:
+        self._kept = kept
+        self._messages: OrderedDict[tuple[str, int], tasks_pb2.WatchTasksResponse] = OrderedDict()
+        self._lock = threading.Lock()  # the loops of several servers in one process
+
+    def get(self, event: events.Event) -> tasks_pb2.WatchTasksResponse:
+        key = (event.team_id, event.event_id)
+        with self._lock:
+            message = self._messages.get(key)
+        if message is None:
+            message = tasks_pb2.WatchTasksResponse(**_event_fields(event))
+            with self._lock:
+                self._messages[key] = message
+                if len(self._messages) > self._kept:
+                    self._messages.popitem(last=False)
+        return message
+
+
+# Every stream watching a team sends the same message for an event: built once for all.
+_WATCHED = _Recent(kept=1000)
+
+
 def watch_event(event: events.Event) -> tasks_pb2.WatchTasksResponse:
-    return tasks_pb2.WatchTasksResponse(**_event_fields(event))
+    return _WATCHED.get(event)
 
 
 def task_event(event: events.Event) -> tasks_pb2.TaskEvent:
