@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 import peewee as pw
 
+from ..storage import prepared
 from ..storage.db import write_transaction
 from ..storage.models import IdempotencyKey
+from ..storage.prepared import Param, Statement
 from .errors import ValidationError
 from .values import MICROS, now_us
 
@@ -29,19 +31,32 @@ def fingerprint(**content: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _of_key(query: Any) -> Any:
+    return query.where(
+        (IdempotencyKey.team == Param("team"))
+        & (IdempotencyKey.scope == Param("scope"))
+        & (IdempotencyKey.request_id == Param("request_id"))
+    )
+
+
+# Agents complete tasks with a request_id in their loop: these run on every such call.
+_ALIVE: Statement[IdempotencyKey] = Statement(
+    lambda: _of_key(
+        IdempotencyKey.select(IdempotencyKey.resource_id, IdempotencyKey.fingerprint)
+    ).where(IdempotencyKey.created_at > Param("born_after"))
+)
+_EXPIRED: Statement[IdempotencyKey] = Statement(
+    lambda: _of_key(IdempotencyKey.delete()).where(
+        IdempotencyKey.created_at <= Param("born_before")
+    )
+)
+
+
 def remembered(team_id: str, scope: str, request_id: str, digest: str = "") -> str | None:
     """The resource the key's first call made, if the key is alive; VALIDATION_ERROR if the
     key was used with other content (`digest` empty: not checked)."""
-    row = (
-        IdempotencyKey.select(IdempotencyKey.resource_id, IdempotencyKey.fingerprint)
-        .where(
-            (IdempotencyKey.team == team_id)
-            & (IdempotencyKey.scope == scope)
-            & (IdempotencyKey.request_id == request_id)
-            & (IdempotencyKey.created_at > now_us() - RETENTION_US)
-        )
-        .first()
-    )
+    key = {"team": team_id, "scope": scope, "request_id": request_id}
+    row = _ALIVE.first(**key, born_after=now_us() - RETENTION_US)
     if row is None:
         return None
     if digest and row.fingerprint and row.fingerprint != digest:
@@ -75,20 +90,16 @@ def once(
     try:
         with write_transaction():
             result = perform()
-            key = (
-                (IdempotencyKey.team == team_id)
-                & (IdempotencyKey.scope == scope)
-                & (IdempotencyKey.request_id == request_id)
-            )
-            expired = IdempotencyKey.created_at <= now_us() - RETENTION_US
-            IdempotencyKey.delete().where(key & expired).execute()
-            IdempotencyKey.create(
-                team=team_id,
-                scope=scope,
-                request_id=request_id,
-                resource_id=resource_id(result),
-                fingerprint=digest,
-                created_at=now_us(),
+            key = {"team": team_id, "scope": scope, "request_id": request_id}
+            _EXPIRED.execute(**key, born_before=now_us() - RETENTION_US)
+            prepared.insert(
+                IdempotencyKey,
+                {
+                    **key,
+                    "resource_id": resource_id(result),
+                    "fingerprint": digest,
+                    "created_at": now_us(),
+                },
             )
         return result
     except pw.IntegrityError:
