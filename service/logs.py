@@ -66,14 +66,12 @@ class CallLines:
             )
         else:
             line = f"{self._asctime(now)} {name} {CALLS}: {message}"
-        if not self._pending:
+        self._pending.append(line)
+        if len(self._pending) == 1:  # the turn's first line: flush at the turn's end
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop on this thread: write it now
-                self._pending.append(line)
                 self.flush()
-                return
-        self._pending.append(line)
 
     def flush(self) -> None:
         lines, self._pending = self._pending, []

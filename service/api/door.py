@@ -13,7 +13,6 @@ so a waiting call holds no thread; their admission is placed like a unary call.
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import logging
 import uuid
@@ -28,16 +27,16 @@ from ..domain.values import Caller, own_team
 from ..gate import Gate
 from ..permissions import is_public
 from .errors import to_status
-from .observe import Observer, current_call, note_caller
+from .observe import Observer, current_call
 
 log = logging.getLogger(__name__)
 
-_current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller")
-
 
 def current_caller() -> Caller:
-    """The caller of the RPC being handled (on this thread or asyncio task)."""
-    return _current_caller.get()
+    """The admitted caller of the RPC being handled (on this thread or asyncio task)."""
+    caller = current_call().caller
+    assert caller is not None, "a gated handler runs only once its caller is admitted"
+    return caller
 
 
 def client_address(peer: str) -> str:
@@ -137,15 +136,15 @@ class Door:
         """The handler, run only for an admitted caller, with errors reported as statuses."""
         gate = self._gate
 
-        def admit(request, context) -> Caller:
+        def admit(request, context) -> None:
+            """Puts the admitted caller in the call's record (and so in its log line)."""
             call = current_call()
             if call.caller is not None:
                 # The work runs again on the pool (see dbwork): admitted, and charged
                 # against the rate limits, once.
-                return call.caller
+                return
             address = client_address(call.peer)
-            caller = gate.admit(method, _authorization(call.metadata), address)
-            note_caller(caller)  # for the call's log line
+            caller = call.caller = gate.admit(method, _authorization(call.metadata), address)
             if isinstance(request, Undecodable):
                 log.warning(
                     "undecodable request to %s from %s: %s",
@@ -156,14 +155,12 @@ class Door:
                 gate.refuse_undecodable(address)
             if _has_team_id(type(request)):
                 own_team(caller, request.team_id)  # before any validation, as documented
-            call.caller = caller
-            return caller
 
         if inspect.isasyncgenfunction(inner):
 
             async def stream(request, context):
                 try:
-                    _current_caller.set(await self._run(admit, request, context))
+                    await self._run(admit, request, context)
                     async for response in inner(request, context):
                         yield response
                 except Exception as error:
@@ -175,7 +172,7 @@ class Door:
 
             async def waits(request, context):
                 try:
-                    _current_caller.set(await self._run(admit, request, context))
+                    await self._run(admit, request, context)
                     return await inner(request, context)
                 except Exception as error:
                     await _report(error, method, context)
@@ -183,7 +180,7 @@ class Door:
             return waits
 
         def admitted(request, context):
-            _current_caller.set(admit(request, context))
+            admit(request, context)
             return inner(request, context)
 
         async def unary(request, context):

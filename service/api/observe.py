@@ -1,8 +1,8 @@
 """Per-call log line, request id and Prometheus counts, for every call the server sees.
 
 Outside the gate, so refused calls (bad token, rate limit) are counted and logged too. The
-gate fills in the caller through `note_caller` once it has admitted the call. The request
-id goes back in the response's trailing metadata.
+door (api/door.py) puts the caller in the call's record once the gate has admitted it. The
+request id goes back in the response's trailing metadata.
 """
 
 from __future__ import annotations
@@ -41,20 +41,10 @@ class CallRecord:
     request_id: str
     peer: str
     metadata: tuple  # the client's, as (key, value) pairs
-    team_id: str = ""
-    agent_id: str = ""
     caller: Caller | None = None  # once the gate has admitted the call
 
 
 _record: contextvars.ContextVar[CallRecord] = contextvars.ContextVar("call_record")
-
-
-def note_caller(caller: Caller) -> None:
-    """Records the admitted caller of the current call (a no-op outside an observed call)."""
-    record = _record.get(None)
-    if record is not None:
-        record.team_id = caller.team_id
-        record.agent_id = caller.agent_id or ""
 
 
 def go_code(code: grpc.StatusCode) -> str:
@@ -194,20 +184,23 @@ class _Method:
             return
         failed = context is not None and code is not grpc.StatusCode.OK
         reason = _documented_code(context) if failed else ""
+        caller = record.caller
+        team_id = caller.team_id if caller is not None else ""
+        agent_id = (caller.agent_id if caller is not None else None) or ""
         fields = {
             "method": self.method,
             "code": code.name,
             "error_code": reason,
             "duration_ms": round(seconds * 1000, 1),
             "peer": record.peer,
-            "team_id": record.team_id,
-            "agent_id": record.agent_id,
+            "team_id": team_id,
+            "agent_id": agent_id,
             "request_id": record.request_id,
         }
         message = (
             f"{self.method} {code.name}{' ' + reason if reason else ''} "
-            f"{fields['duration_ms']:.1f}ms peer={record.peer} team={record.team_id or '-'} "
-            f"agent={record.agent_id or '-'} request_id={record.request_id}"
+            f"{fields['duration_ms']:.1f}ms peer={record.peer} team={team_id or '-'} "
+            f"agent={agent_id or '-'} request_id={record.request_id}"
         )
         lines = logs.call_lines
         if lines is not None and lines.in_charge(log):

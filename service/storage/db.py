@@ -264,13 +264,11 @@ def run_without_waiting(function: Callable[..., T], /, *args: Any) -> T:
     _unit.no_wait, _unit.wrote = True, False
     try:
         return function(*args)
-    except peewee.OperationalError as error:
+    except DATABASE_DOWN as error:
         # SQLITE_BUSY before any write (a reader meeting a checkpoint, say): wait elsewhere.
+        # Any other database error drops the connection, as `connected` does.
         if not _unit.wrote and "locked" in str(error):
             raise WouldWait() from error
-        drop_connection()
-        raise
-    except DATABASE_DOWN:
         drop_connection()
         raise
     finally:

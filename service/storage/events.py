@@ -154,8 +154,8 @@ def after(
     return [EventRow(*row) for row in rows.fetchall()]
 
 
-def _newest_first(descending: bool) -> prepared.Statement[TaskEvent]:
-    order = TaskEvent.event_id.desc() if descending else TaskEvent.event_id
+def _first_event_id(order: Any) -> prepared.Statement[TaskEvent]:
+    """The team's first event id in `order` (of event_id)."""
     return prepared.Statement(
         lambda: (
             TaskEvent.select(TaskEvent.event_id)
@@ -166,8 +166,8 @@ def _newest_first(descending: bool) -> prepared.Statement[TaskEvent]:
     )
 
 
-_NEWEST = _newest_first(True)
-_OLDEST = _newest_first(False)
+_NEWEST = _first_event_id(TaskEvent.event_id.desc())
+_OLDEST = _first_event_id(TaskEvent.event_id)
 
 
 def last_event_id(team_id: str) -> int:

@@ -1,6 +1,8 @@
-"""The background jobs every worker runs; a new job is one more line in `default_jobs`."""
+"""The background jobs every worker runs; a new job is one more line in `_makers`."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from ..config import ServerConfig
 from ..domain import leases, retention
@@ -39,18 +41,22 @@ def webhook_dispatcher(config: ServerConfig) -> Job:
     return Job("webhook-dispatcher", dispatcher.run_once, INTERVAL_S, BATCH)
 
 
+def _makers(config: ServerConfig) -> list[Callable[[], Job]]:
+    """What `default_jobs` builds, unbuilt (so they can be counted without a sender)."""
+    makers: list[Callable[[], Job]] = [lease_sweeper]
+    if config.event_retention > 0:  # 0 keeps events forever
+        makers.append(lambda: event_retention(config.event_retention))
+    makers.append(lambda: webhook_dispatcher(config))
+    return makers
+
+
+def default_jobs(config: ServerConfig) -> list[Job]:
+    return [make() for make in _makers(config)]
+
+
 def connections_needed(config: ServerConfig) -> int:
     """The most database connections the jobs of `default_jobs(config)` hold at once: one
     per job thread during its tick, and one per webhook sending thread during a delivery."""
     if not config.run_workers:
         return 0
-    job_threads = 2 + (config.event_retention > 0)  # as many as default_jobs makes
-    return job_threads + SENDERS
-
-
-def default_jobs(config: ServerConfig) -> list[Job]:
-    jobs = [lease_sweeper()]
-    if config.event_retention > 0:  # 0 keeps events forever
-        jobs.append(event_retention(config.event_retention))
-    jobs.append(webhook_dispatcher(config))
-    return jobs
+    return len(_makers(config)) + SENDERS
