@@ -8,6 +8,8 @@ events are committed with it or not at all.
 
 from __future__ import annotations
 
+import peewee as pw
+
 from ..storage import prepared
 from ..storage.db import for_update
 from ..storage.models import Agent, Task
@@ -82,11 +84,15 @@ def clear_lease(task: Task) -> None:
     task.lease_us = None
 
 
+def held_by(agent_id: str) -> pw.ModelSelect[Task]:
+    """The tasks the agent holds: in progress and assigned to it."""
+    return Task.select().where((Task.assigned_agent == agent_id) & (Task.status == IN_PROGRESS))
+
+
 def release_tasks_of_agent(agent_id: str, actor: Caller) -> None:
     """Returns an agent's in-progress tasks to todo (it was deactivated and cannot act)."""
     lock_agent(agent_id)  # first: claims still running finish before `held` is read
-    held = Task.select().where((Task.assigned_agent == agent_id) & (Task.status == IN_PROGRESS))
-    for task in for_update(held):
+    for task in for_update(held_by(agent_id)):
         task.status = TODO
         task.assigned_agent = None
         clear_lease(task)

@@ -446,7 +446,9 @@ def claim_next_task(
 
 _NEXT_LEASE_END: Statement[Task] = Statement(
     lambda: Task.select(fn.MIN(Task.lease_expire_at)).where(
-        (Task.team == Param("team")) & (Task.status == IN_PROGRESS)
+        (Task.team == Param("team"))
+        & (Task.status == IN_PROGRESS)
+        & Task.lease_expire_at.is_null(False)  # MIN skips nulls; the lease index has none
     )
 )
 

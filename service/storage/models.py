@@ -122,7 +122,6 @@ class Task(BaseModel):
     class Meta:
         indexes = (
             (("team", "created_at", "seq"), False),
-            (("assigned_agent", "status"), False),
             (("project", "created_at", "seq"), False),
         )
 
@@ -135,7 +134,8 @@ class TaskEvent(BaseModel):
     """
 
     event_id = pw.BigAutoField()
-    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
+    # No index of its own: (team, event_id) below leads with it.
+    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE", index=False)
     task_id = pw.CharField(max_length=32)  # no foreign key: events outlive deleted tasks
     event = pw.CharField(max_length=32)
     agent_id = pw.CharField(max_length=32, null=True)
@@ -160,7 +160,8 @@ class IdempotencyKey(BaseModel):
     """`request_id` of a creating call, remembered for 24 h with what it created."""
 
     seq = pw.BigAutoField()
-    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE")
+    # No index of its own: (team, scope, request_id) below leads with it.
+    team = pw.ForeignKeyField(Team, field=Team.id, on_delete="CASCADE", index=False)
     scope = pw.CharField(max_length=64)
     request_id = pw.CharField(max_length=200)
     resource_id = pw.CharField(max_length=32)
@@ -295,13 +296,25 @@ MODELS: list[type[BaseModel]] = [
 ]
 
 
-# Migration 5's indexes, named as it names them (the claim pick sorts priority descending).
-for _name, _fields in (
-    ("task_pick_next", (Task.team, Task.status, Task.priority.desc(), Task.created_at, Task.seq)),
-    ("task_lease_due", (Task.status, Task.lease_expire_at)),
-    ("task_team_lease_due", (Task.team, Task.status, Task.lease_expire_at)),
-    ("task_team_status_order", (Task.team, Task.status, Task.created_at, Task.seq)),
-    ("task_team_agent_order", (Task.team, Task.assigned_agent, Task.created_at, Task.seq)),
-    ("task_team_priority_order", (Task.team, Task.priority, Task.created_at, Task.seq)),
+# The indexes of migrations 5 and 7, named as they name them (the claim pick sorts priority
+# descending). Those on the lease and the assignee hold only the rows that have one.
+_HAS_LEASE = Task.lease_expire_at.is_null(False)
+_HAS_ASSIGNEE = Task.assigned_agent.is_null(False)
+for _name, _fields, _where in (
+    (
+        "task_pick_next",
+        (Task.team, Task.status, Task.priority.desc(), Task.created_at, Task.seq),
+        None,
+    ),
+    ("task_lease_due", (Task.status, Task.lease_expire_at), _HAS_LEASE),
+    ("task_team_lease_due", (Task.team, Task.status, Task.lease_expire_at), _HAS_LEASE),
+    ("task_assigned_agent_id_status", (Task.assigned_agent, Task.status), _HAS_ASSIGNEE),
+    ("task_team_status_order", (Task.team, Task.status, Task.created_at, Task.seq), None),
+    (
+        "task_team_agent_order",
+        (Task.team, Task.assigned_agent, Task.created_at, Task.seq),
+        _HAS_ASSIGNEE,
+    ),
+    ("task_team_priority_order", (Task.team, Task.priority, Task.created_at, Task.seq), None),
 ):
-    Task.add_index(Task.index(*_fields, name=_name))
+    Task.add_index(Task.index(*_fields, name=_name, where=_where))

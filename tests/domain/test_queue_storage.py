@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agenttasks.server.domain import events, leases, projects, retention, tasks, teams
+from agenttasks.server.domain import events, leases, lifecycle, projects, retention, tasks, teams
 from agenttasks.server.domain.errors import EventsExpired
 from agenttasks.server.domain.tasks import TaskFilter
 from agenttasks.server.domain.values import MICROS, Caller, TokenKind, now_us
@@ -30,7 +30,7 @@ def plan(statement, *, sorted_by_index: bool = False, **params) -> str:
     sequential scans (and with `sorted_by_index`, sorts), so a plan without them exists only
     if an index can serve the query as it would at 1 M rows, whatever the few test rows
     make it prefer."""
-    sql, params = statement.sql(**params)
+    sql, params = statement.sql(**params) if params else statement.sql()
     if db.is_postgres():
         with db.database.atomic():
             db.database.execute_sql("SET LOCAL enable_seqscan = off")
@@ -95,10 +95,41 @@ def test_a_status_that_expired_leases_give_reads_its_stored_rows_by_status(
 
 
 @pytest.mark.parametrize("team", [None, "cteam"], ids=["sweeper", "claim-next"])
-def test_the_lease_sweep_reads_an_index(database_url, team):
+def test_the_lease_sweep_reads_a_lease_index(database_url, team):
     due = leases.DUE_OF_TEAM if team else leases.DUE
 
-    assert_on_an_index(plan(due, now=1, team=team, limit=100))
+    text = plan(due, now=1, team=team, limit=100)
+
+    # The lease indexes hold only rows with a lease (migration 7): the query must imply it.
+    assert_on_an_index(text)
+    assert ("task_team_lease_due" if team else "task_lease_due") in text, text
+
+
+def test_the_next_lease_end_of_a_team_reads_its_lease_index(database_url):
+    text = plan(tasks._NEXT_LEASE_END, team="cteam")
+
+    assert_on_an_index(text)
+    assert "task_team_lease_due" in text, text
+
+
+def test_the_tasks_of_an_agent_read_an_assignee_index(database_url):
+    page = tasks.list_page(TaskFilter(agent_id="cagent"), resumed=True)
+    listed = plan(
+        page,
+        team="cteam",
+        now=now_us(),
+        limit=51,
+        after_created=1,
+        after_seq=2,
+        project="",
+        agent="cagent",
+        priority=0,
+    )
+    held = plan(lifecycle.held_by("cagent"))
+
+    # The assignee indexes hold only assigned rows (migration 7): each query must imply it.
+    assert "task_team_agent_order" in listed, listed
+    assert "task_assigned_agent_id_status" in held or "task_team_agent_order" in held, held
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from . import (
     m004_webhooks,
     m005_queue,
     m006_lean_task_indexes,
+    m007_partial_indexes,
 )
 
 
@@ -43,6 +44,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (4, "webhooks", m004_webhooks.apply),
     (5, "work queue", m005_queue.apply),
     (6, "lean task indexes", m006_lean_task_indexes.apply),
+    (7, "partial indexes", m007_partial_indexes.apply),
 ]
 
 
