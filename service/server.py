@@ -39,6 +39,7 @@ from .gate import Gate
 from .listen import in_use_message
 from .metrics import Metrics
 from .ratelimit import RateLimiter
+from .storage.checkpoints import Checkpointer
 from .storage.db import is_postgres
 from .waits import WaitHub
 
@@ -99,6 +100,9 @@ class RunningServer:
     def __init__(self, config: ServerConfig, limiter: RateLimiter | None) -> None:
         threads = futures.ThreadPoolExecutor(config.max_workers, thread_name_prefix="db")
         self.executor = DatabaseExecutor(threads)
+        # SQLite work runs on the loop, whose commits make no checkpoints (dbwork): this
+        # thread makes them.
+        self._checkpoints = None if is_postgres() else Checkpointer().start()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="grpc", daemon=True)
         self._thread.start()
@@ -180,6 +184,8 @@ class RunningServer:
         self._thread.join()
         self.loop.close()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
 
 
 def create_server(config: ServerConfig, limiter: RateLimiter | None = None) -> RunningServer:

@@ -247,13 +247,17 @@ def _one_writer_here() -> Iterator[None]:
 def _set_busy_timeout(milliseconds: int) -> None:
     database.execute_sql(f"PRAGMA busy_timeout = {int(milliseconds)}")
     _unit.quick_connection = database.connection() if milliseconds == 0 else None
+    if milliseconds == 0:  # nor checkpoint: a thread of its own does (storage.checkpoints)
+        database.execute_sql("PRAGMA wal_autocheckpoint = 0")
 
 
 def run_without_waiting(function: Callable[..., T], /, *args: Any) -> T:
     """`function(*args)` as one unit of work (`connected`) on a thread that must never wait
     for SQLite's write lock: the event loop's. SQLite only.
 
-    The work's first write transaction starts only if the lock is free at once, in this
+    The work's commits never make a checkpoint either: whoever runs work here runs a
+    `storage.checkpoints.Checkpointer` (the server does). The work's first write
+    transaction starts only if the lock is free at once, in this
     process (other threads) and in others (busy timeout 0 on this thread's connection);
     otherwise WouldWait is raised before anything is written, and the caller runs the whole
     work again where waiting is fine. Once something was written, running it again would
