@@ -81,10 +81,11 @@ class Bench:
         self.pool = pool
         self.log_path = log_path  # the server logs each call there, as `serve` does
 
-    def measure(self, job: Job, processes: int, server_pid: int) -> dict[str, float]:
+    def measure(self, job: Job, processes: int, server_pid: int | None = None) -> dict[str, float]:
         """Runs `job` split over `processes` client processes; calls/s, p50 and p99 in ms,
         and the server process's CPU time per call (µs), which noise on a shared machine
-        moves far less than calls/s."""
+        moves far less than calls/s (0 without `server_pid`: a server of several processes).
+        """
         jobs = []
         for index in range(processes):
             share = job.concurrency // processes + (index < job.concurrency % processes)
@@ -132,8 +133,10 @@ def write_report(path: Path, report: dict[str, Any], started: float) -> None:
     print(f"\n{path} written in {report['seconds']:.0f} s")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere or without one)."""
+    if pid is None:
+        return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

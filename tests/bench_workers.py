@@ -228,7 +228,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
             with _spawn.Pool(clients) as pool:
-                results = _measure(Bench(args, pool), served, world, args, clients)
+                # The servers are `Served` processes logging to LOGS; Bench starts none.
+                bench = Bench(args, pool, log_path=os.devnull)
+                results = _measure(bench, served, world, args, clients)
     finally:
         next(databases, None)
     print_table(results, args.workers)

@@ -255,13 +255,14 @@ def run_without_waiting(function: Callable[..., T], /, *args: Any) -> T:
     """`function(*args)` as one unit of work (`connected`) on a thread that must never wait
     for SQLite's write lock: the event loop's. SQLite only.
 
-    The work's commits never make a checkpoint either: whoever runs work here runs a
-    `storage.checkpoints.Checkpointer` (the server does). The work's first write
-    transaction starts only if the lock is free at once, in this
+    The work's first write transaction starts only if the lock is free at once, in this
     process (other threads) and in others (busy timeout 0 on this thread's connection);
     otherwise WouldWait is raised before anything is written, and the caller runs the whole
     work again where waiting is fine. Once something was written, running it again would
     write twice: a later write transaction of the same work waits for the lock as usual.
+
+    Its commits never make a checkpoint either, which would hold the loop for the fsyncs:
+    whoever runs work here runs a `storage.checkpoints.Checkpointer` (the server does).
     """
     if database.connection() is not _unit.quick_connection:
         _set_busy_timeout(0)
