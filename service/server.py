@@ -116,7 +116,7 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     async def _start(self, config: ServerConfig, limiter: RateLimiter | None) -> int:
-        work = DatabaseWork(self.loop, self.executor, on_loop=not is_postgres())
+        work = self._work = DatabaseWork(self.loop, self.executor, on_loop=not is_postgres())
         self.hub = WaitHub(self.loop, work)
         credentials = tls.credentials(config)
         self.metrics = Metrics() if config.metrics_port else None
@@ -176,6 +176,7 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.hub.close()
+        self._work.finish()
         if self.metrics is not None:
             self.metrics.close()
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import peewee
@@ -15,6 +16,8 @@ from playhouse.db_url import connect as connect_url
 from playhouse.pool import PooledDatabase, PooledPostgresqlDatabase
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # Models bind to this proxy; `open_database` points it at the real database.
 database = peewee.DatabaseProxy()
@@ -176,12 +179,24 @@ class WouldWait(Exception):
     """Work run by `run_without_waiting` needed SQLite's write lock while it was taken."""
 
 
+class WriteGroup:
+    """One transaction holding the writes of several works, committed once (see
+    `run_without_waiting`): a page they share goes to the WAL once, not once for each."""
+
+    def __init__(self, transaction: Any) -> None:
+        self.transaction = transaction
+        self.after_commit: list[Callable[[], None]] = []
+        self.waiter: Any = None  # for whoever commits it (dbwork)
+
+
 class _UnitOfWork(threading.local):
     """Work the outermost write transaction of this thread does around its commit."""
 
     def __init__(self) -> None:
         self.no_wait = False  # in run_without_waiting
-        self.wrote = False  # ... and a write transaction there has committed
+        self.wrote = False  # ... and a write transaction there has committed (or joined a group)
+        self.grouping = False  # ... and its writes join this thread's group
+        self.group: WriteGroup | None = None  # open until commit_group
         self.quick_connection: Any = None  # this thread's SQLite connection set not to wait
         self.active = False
         self.before_commit: list[Callable[[], None]] = []
@@ -198,6 +213,8 @@ def write_transaction() -> Iterator[None]:
 
     The outermost one runs the `before_commit` callbacks last inside the transaction
     (events are inserted there, see storage.events) and `after_commit` ones once committed.
+    In a write group (`run_without_waiting`) it is a savepoint of the group's transaction,
+    and its `after_commit` callbacks wait for the group's commit.
     """
     if _unit.active:
         with database.atomic():
@@ -205,11 +222,15 @@ def write_transaction() -> Iterator[None]:
         return
     _unit.active = True
     try:
-        with _one_writer_here(), database.atomic():
+        group = _join_group() if _unit.grouping or _unit.group is not None else None
+        with _one_writer_here() if group is None else nullcontext(), database.atomic():
             yield
             while _unit.before_commit:
                 _unit.before_commit.pop(0)()
         _unit.wrote = _unit.no_wait
+        if group is not None:
+            group.after_commit.extend(_unit.after_commit)
+            return
         for callback in _unit.after_commit:
             callback()
     finally:
@@ -244,6 +265,64 @@ def _one_writer_here() -> Iterator[None]:
         _sqlite_writer.release()
 
 
+def _join_group() -> WriteGroup:
+    """This thread's write group, begun now (taking the write lock) if none is open."""
+    if _unit.group is None:
+        if not _sqlite_writer.acquire(blocking=False):
+            raise WouldWait()
+        transaction = database.transaction()
+        try:
+            transaction.__enter__()  # BEGIN IMMEDIATE, with this connection's busy timeout 0
+        except DATABASE_DOWN as error:
+            _sqlite_writer.release()
+            if "locked" in str(error):
+                raise WouldWait() from error
+            raise
+        _unit.group = WriteGroup(transaction)
+    return _unit.group
+
+
+def open_group() -> WriteGroup | None:
+    """This thread's write group, while one is open (until `commit_group`)."""
+    return _unit.group
+
+
+def commit_group(group: WriteGroup) -> None:
+    """Commits the group's writes and runs their `after_commit` callbacks; if the commit
+    fails (or the group was abandoned after a database error), everything in it is undone
+    and the error raised."""
+    if group.transaction is None:
+        raise peewee.OperationalError("the write group was abandoned after a database error")
+    assert _unit.group is group, "commit_group: not this thread's open group"
+    _unit.group = None
+    try:
+        group.transaction.__exit__(None, None, None)  # rolls back if the commit fails
+    except DATABASE_DOWN:
+        drop_connection()
+        raise
+    finally:
+        _sqlite_writer.release()
+    for callback in group.after_commit:
+        try:
+            callback()
+        except Exception:  # committed all the same: the works must not run again
+            log.exception("a callback after a group's commit failed")
+
+
+def _abandon_group() -> None:
+    """Rolls the open group back after a database error (its works must run again)."""
+    group, _unit.group = _unit.group, None
+    if group is None:
+        return
+    transaction, group.transaction = group.transaction, None
+    try:
+        transaction.__exit__(WouldWait, None, None)  # rolls back
+    except DATABASE_DOWN:
+        pass
+    finally:
+        _sqlite_writer.release()
+
+
 def _set_busy_timeout(milliseconds: int) -> None:
     database.execute_sql(f"PRAGMA busy_timeout = {int(milliseconds)}")
     _unit.quick_connection = database.connection() if milliseconds == 0 else None
@@ -251,7 +330,7 @@ def _set_busy_timeout(milliseconds: int) -> None:
         database.execute_sql("PRAGMA wal_autocheckpoint = 0")
 
 
-def run_without_waiting(function: Callable[..., T], /, *args: Any) -> T:
+def run_without_waiting(function: Callable[..., T], /, *args: Any, group: bool = False) -> T:
     """`function(*args)` as one unit of work (`connected`) on a thread that must never wait
     for SQLite's write lock: the event loop's. SQLite only.
 
@@ -263,21 +342,29 @@ def run_without_waiting(function: Callable[..., T], /, *args: Any) -> T:
 
     Its commits never make a checkpoint either, which would hold the loop for the fsyncs:
     whoever runs work here runs a `storage.checkpoints.Checkpointer` (the server does).
+
+    With `group`, its writes are not committed but join this thread's write group: one
+    transaction, begun by the first write (as above), in which each work's write
+    transaction is a savepoint. The caller answers nobody from the work (nor from any work
+    run while the group is open, which may have read its writes) before `commit_group`
+    has committed it; if that fails, everything the group held was undone, and its works
+    run again.
     """
     if database.connection() is not _unit.quick_connection:
         _set_busy_timeout(0)
-    _unit.no_wait, _unit.wrote = True, False
+    _unit.no_wait, _unit.wrote, _unit.grouping = True, False, group
     try:
         return function(*args)
     except DATABASE_DOWN as error:
         # SQLITE_BUSY before any write (a reader meeting a checkpoint, say): wait elsewhere.
         # Any other database error drops the connection, as `connected` does.
-        if not _unit.wrote and "locked" in str(error):
+        if not _unit.wrote and _unit.group is None and "locked" in str(error):
             raise WouldWait() from error
+        _abandon_group()
         drop_connection()
         raise
     finally:
-        _unit.no_wait = _unit.wrote = False
+        _unit.no_wait = _unit.wrote = _unit.grouping = False
 
 
 def in_write_transaction() -> bool:
