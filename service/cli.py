@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from importlib import metadata
 
@@ -20,6 +21,8 @@ from .ratelimit import RateLimits
 from .storage import db, migrations
 
 log = logging.getLogger("agenttasks")
+
+PARENT_WATCH_S = 1.0  # how often a forked server looks whether its parent still runs
 
 
 def _setting(flag: str, parse: Callable[[str, str], object]) -> Callable[[str], object]:
@@ -309,11 +312,13 @@ def _serve_in_processes(settings: ServerConfig) -> int:
     db.close()  # no database connection may cross a fork
     stopping = _catch_stop_signals()
     children = []
+    parent = os.getpid()
     for index in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # the child: gRPC has not started in this process tree yet
             code = 1
             try:
+                _stop_with(parent)
                 db.open_database(settings.db_url, pool_size(settings, serving=True))
                 # Each process counts its own calls, so each serves metrics on its own port.
                 metrics_port = settings.metrics_port and settings.metrics_port + index
@@ -326,6 +331,22 @@ def _serve_in_processes(settings: ServerConfig) -> int:
         os.kill(pid, signal.SIGTERM)
     codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
     return max(codes, key=abs)
+
+
+def _stop_with(parent: int) -> None:
+    """Makes this forked server stop, as on SIGTERM, within a second of its parent's end.
+
+    A parent killed outright (SIGKILL, the OOM killer) passes no signal on: its servers
+    would go on answering on the port, beside whatever replaces them, until killed by hand.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_WATCH_S)
+        log.warning("the parent process %d is gone: stopping", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def run_migrate(args: argparse.Namespace) -> int:

@@ -354,8 +354,34 @@ def test_serve_with_workers_forks_servers_that_share_the_port(fresh_url, tmp_pat
                     who_am_i(Client(channel, key)).token_kind == teams_pb2.TOKEN_KIND_TEAM_API_KEY
                 )
         assert served.terminate() == 0
-        for pid in children:
-            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+        assert not any(_running(pid) for pid in children)
+
+
+def _running(pid: str) -> bool:
+    """Whether the process exists and has not ended (a zombie waits only to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_forked_servers_stop_when_their_parent_is_killed(tmp_path):
+    # SIGKILL passes nothing on to the children: they notice the parent is gone.
+    with Served(tmp_path, "--db", "sqlite:///w.db", "--workers", "2") as served:
+        served.wait_serving()
+        children = subprocess.run(
+            ["pgrep", "-P", str(served.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+        assert len(children) == 2
+        served.process.kill()
+        served.process.wait(timeout=30)
+
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in children):
+            assert time.monotonic() < deadline, f"still running: {children}\n{served.stderr}"
+            time.sleep(0.1)
+    assert served.stderr.count("is gone: stopping") == 2
 
 
 def test_a_bad_setting_is_a_clear_error_not_a_traceback(tmp_path):
