@@ -3,8 +3,8 @@
 A WAL database appends each commit to its log, and a checkpoint copies the log back into
 the database file, with an fsync of each. By default the commit that takes the log past
 1,000 pages makes the checkpoint itself: on the event loop (see dbwork) every call then
-waited several milliseconds, about once every 60 creates, and the loop's commits took a
-third longer on average. The event loop's connection turns that off
+waited several milliseconds, about once every 60 to 80 creates, and the loop's commits
+took a third longer on average. The event loop's connection turns that off
 (`db.run_without_waiting`), and a server running work there runs this thread, which makes
 the same PASSIVE checkpoints (never waiting for readers or writers) on the other core.
 

@@ -7,7 +7,7 @@ import os
 import select
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import Any, TypeVar
 
 import peewee
@@ -194,7 +194,7 @@ class _UnitOfWork(threading.local):
 
     def __init__(self) -> None:
         self.no_wait = False  # in run_without_waiting
-        self.wrote = False  # ... and a write transaction there has committed (or joined a group)
+        self.wrote = False  # ... and a write transaction there has ended (committed or grouped)
         self.grouping = False  # ... and its writes join this thread's group
         self.group: WriteGroup | None = None  # open until commit_group
         self.quick_connection: Any = None  # this thread's SQLite connection set not to wait
@@ -253,8 +253,7 @@ def _one_writer_here() -> Iterator[None]:
         yield
         return
     if _unit.no_wait and not _unit.wrote:
-        if not _sqlite_writer.acquire(blocking=False):
-            raise WouldWait()
+        _take_writer_lock_now()
     else:
         if _unit.no_wait:  # a second write of work that wrote: it waits (see run_without_waiting)
             _set_busy_timeout(_BUSY_TIMEOUT_MS)
@@ -265,18 +264,23 @@ def _one_writer_here() -> Iterator[None]:
         _sqlite_writer.release()
 
 
+def _take_writer_lock_now() -> None:
+    """This process's writer lock, if no other thread holds it; else WouldWait."""
+    if not _sqlite_writer.acquire(blocking=False):
+        raise WouldWait()
+
+
 def _join_group() -> WriteGroup:
     """This thread's write group, begun now (taking the write lock) if none is open."""
     if _unit.group is None:
-        if not _sqlite_writer.acquire(blocking=False):
-            raise WouldWait()
+        _take_writer_lock_now()
         transaction = database.transaction()
         try:
-            transaction.__enter__()  # BEGIN IMMEDIATE, with this connection's busy timeout 0
-        except DATABASE_DOWN as error:
+            # BEGIN IMMEDIATE, with this connection's busy timeout 0: another process's
+            # lock fails it at once, and run_without_waiting makes that a WouldWait.
+            transaction.__enter__()
+        except BaseException:
             _sqlite_writer.release()
-            if "locked" in str(error):
-                raise WouldWait() from error
             raise
         _unit.group = WriteGroup(transaction)
     return _unit.group
@@ -296,12 +300,10 @@ def commit_group(group: WriteGroup) -> None:
     assert _unit.group is group, "commit_group: not this thread's open group"
     _unit.group = None
     try:
-        group.transaction.__exit__(None, None, None)  # rolls back if the commit fails
+        _end(group, commit=True)  # rolls back if the commit fails
     except DATABASE_DOWN:
         drop_connection()
         raise
-    finally:
-        _sqlite_writer.release()
     for callback in group.after_commit:
         try:
             callback()
@@ -312,13 +314,16 @@ def commit_group(group: WriteGroup) -> None:
 def _abandon_group() -> None:
     """Rolls the open group back after a database error (its works must run again)."""
     group, _unit.group = _unit.group, None
-    if group is None:
-        return
+    if group is not None:
+        with suppress(*DATABASE_DOWN):
+            _end(group, commit=False)
+
+
+def _end(group: WriteGroup, *, commit: bool) -> None:
+    """Commits or rolls back the group's transaction and gives the writer lock back."""
     transaction, group.transaction = group.transaction, None
     try:
-        transaction.__exit__(WouldWait, None, None)  # rolls back
-    except DATABASE_DOWN:
-        pass
+        transaction.__exit__(None if commit else WouldWait, None, None)
     finally:
         _sqlite_writer.release()
 
