@@ -17,6 +17,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import grpc
@@ -71,15 +72,10 @@ def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
-_TEAM_SCOPED: dict[Any, bool] = {}
-
-
-def _has_team_id(message_class: Any) -> bool:
-    """Whether requests of this class name a team (`team_id`)."""
-    scoped = _TEAM_SCOPED.get(message_class)
-    if scoped is None:
-        scoped = _TEAM_SCOPED[message_class] = "team_id" in message_class.DESCRIPTOR.fields_by_name
-    return scoped
+@cache
+def _has_team_id(message: Any) -> bool:
+    """Whether requests of this message type (a descriptor) name a team (`team_id`)."""
+    return "team_id" in message.fields_by_name
 
 
 class _Handlers:
@@ -153,7 +149,7 @@ class Door:
                     type(request.error).__name__,
                 )
                 gate.refuse_undecodable(address)
-            if _has_team_id(type(request)):
+            if _has_team_id(request.DESCRIPTOR):
                 own_team(caller, request.team_id)  # before any validation, as documented
 
         if inspect.isasyncgenfunction(inner):
