@@ -40,6 +40,12 @@ GROUP_MOST = 32
 
 T = TypeVar("T")
 
+# True in the context of a call whose work waited for its write group's commit: its answer
+# already goes out together with the group's others (api/replies.py need not gather it).
+answered_with_group: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "answered_with_group", default=False
+)
+
 
 class DatabaseExecutor(futures.Executor):
     """The database threads, as everything on the event loop uses them.
@@ -81,8 +87,11 @@ class DatabaseWork:
             except db.WouldWait:
                 outcome = None
             group = db.open_group()
-            if group is not None and not await self._committed(group):
-                outcome = None  # undone: what it wrote, or read of the group's writes
+            if group is not None:
+                if not await self._committed(group):
+                    outcome = None  # undone: what it wrote, or read of the group's writes
+                else:
+                    answered_with_group.set(True)
             if outcome is not None:
                 return outcome.get()
         return await self._loop.run_in_executor(self.executor, function, *args)

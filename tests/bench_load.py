@@ -25,6 +25,11 @@ class Exhausted(Exception):
     """The seeded tasks ran out: the worker stops, or empty answers would inflate the rate."""
 
 
+class Several(tuple):
+    """The latencies of the calls one step of a worker made, when it makes more than one
+    (the claim/complete cycle): each counts as a call, as the ceiling's calls do."""
+
+
 @dataclass
 class Job:
     """One measurement in one client process."""
@@ -112,13 +117,16 @@ async def _claim_next(stub, project_id: str, metadata) -> None:
         raise Exhausted
 
 
-async def _cycle(stub, task_id: str | None, metadata) -> None:
+async def _cycle(stub, task_id: str | None, metadata) -> Several:
     if task_id is None:
         raise Exhausted
+    started = time.perf_counter()
     await stub.ClaimTask(tasks_pb2.ClaimTaskRequest(task_id=task_id), metadata=metadata)
+    claimed = time.perf_counter()
     await stub.CompleteTask(
         tasks_pb2.CompleteTaskRequest(task_id=task_id, result="ok"), metadata=metadata
     )
+    return Several((claimed - started, time.perf_counter() - claimed))
 
 
 async def _closed_loop(calls: list[Callable[[], Awaitable[Any]]], job: Job) -> Seen:
@@ -133,12 +141,17 @@ async def _closed_loop(calls: list[Callable[[], Awaitable[Any]]], job: Job) -> S
     async def worker(call: Callable[[], Awaitable[Any]]) -> None:
         while (now := loop.time()) < end:
             try:
-                await call()
+                made = await call()
             except Exhausted:
                 seen.exhausted = True
                 stopped_at.append(loop.time())
                 return
-            if now >= start:
+            if now < start:
+                continue
+            if isinstance(made, Several):
+                seen.calls += len(made)
+                seen.latencies.extend(made)
+            else:
                 seen.calls += 1
                 seen.latencies.append(loop.time() - now)
 

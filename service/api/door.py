@@ -22,13 +22,14 @@ from typing import Any
 
 import grpc
 
-from ..dbwork import DatabaseWork
+from ..dbwork import DatabaseWork, answered_with_group
 from ..domain.errors import AgentTasksError, InternalError
 from ..domain.values import Caller, own_team
 from ..gate import Gate
 from ..permissions import is_public
 from .errors import to_status
 from .observe import Observer, current_call
+from .replies import Replies
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class Door:
         self._gate = gate
         self._observer = observer
         self._run = work.run
+        self._replies = Replies()
 
     def add(self, server: grpc.aio.Server, add_to_server: Callable, servicer: Any) -> None:
         """Registers `servicer` through its generated `add_*_to_server`, every method wrapped."""
@@ -179,11 +181,16 @@ class Door:
             admit(request, context)
             return inner(request, context)
 
+        replies = self._replies
+
         async def unary(request, context):
             try:
-                return await self._run(admitted, request, context)
+                response = await self._run(admitted, request, context)
             except Exception as error:
                 await _report(error, method, context)
+            if not answered_with_group.get():
+                await replies.ready()
+            return response
 
         return unary
 
