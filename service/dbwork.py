@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any, TypeVar
 
+from .batches import Gathering
 from .storage import db
 
 log = logging.getLogger(__name__)
@@ -68,16 +69,17 @@ class DatabaseExecutor(futures.Executor):
         self._inner.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-class DatabaseWork:
-    """Runs database work for the event loop where this database wants it (module note)."""
+class DatabaseWork(Gathering):
+    """Runs database work for the event loop where this database wants it (module note);
+    its write groups are batches (`batches.Gathering`)."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, executor: futures.Executor, *, on_loop: bool
     ) -> None:
+        super().__init__(lambda: GROUP_WINDOW_S, GROUP_MOST)
         self.executor = executor
         self._loop = loop
         self._on_loop = on_loop
-        self.calls_overlap = False  # whether the last write group held more than one work
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)`, run as one unit of work (storage.db.connected)."""
@@ -98,18 +100,11 @@ class DatabaseWork:
         return await self._loop.run_in_executor(self.executor, function, *args)
 
     async def _committed(self, group: db.WriteGroup) -> bool:
-        """Whether the group committed; the first work to ask has it committed (module note)."""
-        pending = group.waiter
-        if pending is None:
-            delay = GROUP_WINDOW_S if self.calls_overlap else 0.0
-            timer = self._loop.call_later(delay, self._commit, group)
-            pending = group.waiter = _Pending(self._loop.create_future(), timer)
-        pending.works += 1
-        if pending.works == GROUP_MOST:
-            pending.timer.cancel()
-            pending.timer = self._loop.call_soon(self._commit, group)
-        # Shielded: a cancelled call must not cancel the others' wait.
-        return await asyncio.shield(pending.committed)
+        """Whether the group committed; the first work to ask opens its batch (module note)."""
+        batch = group.waiter
+        if batch is None:
+            batch = group.waiter = self.open(lambda: self._commit(group))
+        return await batch.join()
 
     def finish(self) -> None:
         """Commits the write group still open, if any: before the event loop stops, whose
@@ -120,31 +115,15 @@ class DatabaseWork:
         if group.waiter is None:  # its work never came to wait for it
             db.commit_group(group)
             return
-        group.waiter.timer.cancel()
-        self._commit(group)
+        group.waiter.end_now()
 
-    def _commit(self, group: db.WriteGroup) -> None:
-        pending = group.waiter
-        # A lone work in a group, even one kept open for the window, means calls come one
-        # at a time: the next group commits at once. Two or more mean calls overlap: the
-        # next one waits for the window.
-        self.calls_overlap = pending.works > 1
+    def _commit(self, group: db.WriteGroup) -> bool:
         try:
             db.commit_group(group)
         except Exception as error:
             log.warning("a group of writes was undone (%s); its calls run again", error)
-            pending.committed.set_result(False)
-        else:
-            pending.committed.set_result(True)
-
-
-class _Pending:
-    """A write group's commit, as the event loop waits for it."""
-
-    def __init__(self, committed: asyncio.Future, timer: asyncio.Handle) -> None:
-        self.committed = committed
-        self.timer = timer  # calls _commit
-        self.works = 0  # that ran while the group was open, and wait for its commit
+            return False
+        return True
 
 
 class _Outcome:
