@@ -252,17 +252,20 @@ def profile(bench: Bench, backend: str, url: str, scenario: str) -> None:
 
 def print_table(backend: str, results: dict[str, Any]) -> None:
     print(f"\n{backend} (medians of rounds; ratio: median of the rounds' target/ceiling)")
+    print("  p99 ×: our p99 / the ceiling's (medians of the rounds)")
     print("  cpu: the server's CPU µs per call; cpu ratio: ceiling's CPU per call / ours")
     print(
         f"  {'scenario':24} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'ceiling/s':>10} {'ratio':>6} {'cpu':>6} {'ceiling':>7} {'ratio':>6}"
+        f"{'ceiling/s':>10} {'p99 ms':>8} {'ratio':>6} {'p99 ×':>6} "
+        f"{'cpu':>6} {'ceiling':>7} {'ratio':>6}"
     )
     for scenario, result in results.items():
         target, ceiling = result["target"], result["ceiling"]
         note = "  (ran out of seeded tasks)" if result["exhausted"] else ""
         print(
             f"  {scenario:24} {target['calls_per_s']:9.0f} {target['p50_ms']:8.2f} "
-            f"{target['p99_ms']:8.2f} {ceiling['calls_per_s']:10.0f} {result['ratio']:6.3f} "
+            f"{target['p99_ms']:8.2f} {ceiling['calls_per_s']:10.0f} {ceiling['p99_ms']:8.2f} "
+            f"{result['ratio']:6.3f} {_times(target['p99_ms'], ceiling['p99_ms']):>6} "
             f"{target['cpu_us_per_call']:6.0f} {ceiling['cpu_us_per_call']:7.0f} "
             f"{result['cpu_ratio']:6.3f}{note}"
         )
@@ -272,6 +275,10 @@ def print_table(backend: str, results: dict[str, Any]) -> None:
             f"  {CYCLE}: each of its two calls counts, as the ceiling's calls do "
             f"({cycles:.0f} cycles/s); its latencies are those of the calls"
         )
+
+
+def _times(ours: float, ceiling: float) -> str:
+    return f"{ours / ceiling:.1f}" if ceiling else "-"
 
 
 def main() -> None:

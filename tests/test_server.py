@@ -11,7 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agenttasks.server.domain import teams
-from agenttasks.v1 import tasks_pb2, teams_pb2
+from agenttasks.server.ratelimit import RateLimits
+from agenttasks.v1 import tasks_pb2, teams_pb2, teams_pb2_grpc
 
 from .conftest import start_server
 from .helpers import lock_held_by_another_connection, raises
@@ -73,6 +74,28 @@ def test_an_unknown_method_is_unimplemented(channel):
         assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     else:
         raise AssertionError("an unknown method answered")
+
+
+def test_calls_of_every_method_are_admitted_through_one_queue(database_url, monkeypatch):
+    # grpc.aio admits the calls of each method registered with gRPC core through a queue of
+    # that method's own (see api/door.py); the server registers none, and every call still
+    # reaches its handler.
+    registered: list[str] = []
+    monkeypatch.setattr(
+        grpc.aio._server.Server,
+        "add_registered_method_handlers",
+        lambda server, service, handlers: registered.append(service),
+    )
+    running = start_server(rate_limits=RateLimits(0, 0, 0))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest()).status == SERVING
+            teams_stub = teams_pb2_grpc.TeamServiceStub(channel)
+            raises("UNAUTHORIZED", teams_stub.WhoAmI, teams_pb2.WhoAmIRequest(), timeout=5)
+    finally:
+        running.stop(0)
+    assert registered == []
 
 
 def test_stopping_lets_in_flight_calls_finish_within_the_grace(database_url, monkeypatch):

@@ -87,7 +87,7 @@ class _Handlers:
         self.services: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # built from the same handlers, which come next by name
+        pass  # built from the same handlers, which come next by name (see Door.add)
 
     def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
         self.services[service] = handlers
@@ -117,10 +117,15 @@ class Door:
                 name: self._wrap(f"/{service}/{name}", handler)
                 for name, handler in handlers.items()
             }
+            # Generic handlers only, unlike the generated code, which also registers each
+            # method with gRPC core: grpc.aio admits the calls of a registered method
+            # through a queue of that method's own, one call per turn of the event loop.
+            # Under load the busiest method's calls then waited for admission many times
+            # longer than the others' (claims 90 ms, the completions between them 13 ms,
+            # at the median); unregistered calls share one queue, in arrival order.
             server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler(service, wrapped),)
             )
-            server.add_registered_method_handlers(service, wrapped)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         attribute, kind = next((a, k) for a, k in _KINDS if getattr(handler, a) is not None)
