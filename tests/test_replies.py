@@ -49,7 +49,7 @@ def test_replies_ready_in_one_turn_leave_together_and_the_next_batch_waits_the_w
         later = asyncio.ensure_future(gathered.ready())
         await _turns(20)
         assert not later.done()
-        gathered._release()  # the window's timer, come early
+        gathered._batch.end_now()  # what the window's timer does, come early
         await asyncio.wait_for(later, 5)
         assert gathered.calls_overlap is False  # it had no company: back to at once
 
@@ -64,7 +64,7 @@ def test_a_cancelled_call_does_not_hold_back_or_cancel_the_others(long_window):
         await _turns(2)
         waiting[0].cancel()
         await _turns(2)
-        gathered._release()
+        gathered._batch.end_now()
         await asyncio.wait_for(asyncio.gather(*waiting[1:]), 5)
         assert waiting[0].cancelled()
 

@@ -37,8 +37,3 @@ class Replies(Gathering):
 
     def _left(self) -> None:
         self._batch = None
-
-    def _release(self) -> None:
-        """Lets the open batch leave now (what its timer does)."""
-        if self._batch is not None:
-            self._batch.end_now()
